@@ -1,0 +1,64 @@
+"""What every exporter returns: the file, its precision, its I/O contract and its integer proof."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class IntegerCoverage:
+    """Share of multiply-accumulates that execute in integer kernels, read from the runtime itself."""
+
+    runtime: str
+    int_macs: int
+    float_macs: int
+    int_kernels: dict[str, int] = field(default_factory=dict)
+    float_kernels: dict[str, int] = field(default_factory=dict)
+    float_nodes: list[str] = field(default_factory=list)  # names of MAC ops that stayed float
+    other_float_ops: dict[str, int] = field(default_factory=dict)  # float non-MAC ops (elementwise, resize...)
+
+    @property
+    def share(self) -> float:
+        total = self.int_macs + self.float_macs
+        return self.int_macs / total if total else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["share"] = round(self.share, 6)
+        return d
+
+
+@dataclass
+class Artifact:
+    path: Path
+    target: str  # onnx | tflite | openvino
+    precision: str  # fp32 | w8a8 | w4a8 ...
+    inputs: list[dict]
+    outputs: list[dict]
+    size_bytes: int
+    coverage: IntegerCoverage | None = None
+    notes: dict = field(default_factory=dict)
+
+    def to_dict(self, run_dir: Path | None = None) -> dict:
+        return {
+            "path": str(self.path.relative_to(run_dir) if run_dir else self.path),
+            "target": self.target,
+            "precision": self.precision,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "size_bytes": self.size_bytes,
+            "integer_coverage": self.coverage.to_dict() if self.coverage else None,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, run_dir: Path) -> "Artifact":
+        cov = d.get("integer_coverage")
+        coverage = None
+        if cov:
+            cov = {k: v for k, v in cov.items() if k != "share"}
+            coverage = IntegerCoverage(**cov)
+        return cls(run_dir / d["path"], d["target"], d["precision"], d["inputs"], d["outputs"], d["size_bytes"], coverage, d.get("notes", {}))
+
+

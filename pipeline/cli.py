@@ -1,0 +1,137 @@
+"""``pipeline``: checkpoint in, verified integer artifacts and a report out, without the training data.
+
+    pipeline run                                   # bundled Fashion-MNIST ResNet-20, ONNX target
+    pipeline run --model mynet.py:build --weights mynet.pt --input-shape 3,32,32 --bits w4a4 --out runs/mynet
+    pipeline run --config zsq.yaml --set qat.steps=2000
+    pipeline qat --out runs/x                      # run the stages up to qat (cached ones are skipped)
+    pipeline run --from qat                        # redo from a stage
+    pipeline report runs/x                         # print a run's summary
+    pipeline models                                # the model zoo
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="bundled name, zoo architecture or path/to/file.py:factory (default: fmnist_resnet20)")
+    g.add_argument("--weights", help="state dict file, loaded with torch.load(weights_only=True)")
+    g.add_argument("--input-shape", help="C,H,W, e.g. 3,32,32")
+    g.add_argument("--num-classes", type=int)
+    g = p.add_argument_group("run")
+    g.add_argument("--config", type=Path, help="YAML config (sections model, synthesis, qat, export, check)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, wins over everything: qat.steps=2000")
+    g.add_argument("--budget", default="default", help="preset budget: default or tiny (smoke run)")
+    g.add_argument("--bits", help="w8a8 (default), w4a4, w3a3, any wXaY")
+    g.add_argument("--profile", choices=["deploy", "paper"], help="deploy (integer runtime) or paper (GDFQ protocol)")
+    g.add_argument("--method", help="synthesis method (default bn-inversion)")
+    g.add_argument("--target", help="onnx (default) or all")
+    g.add_argument("--eval-data", help="real labelled data for accuracy: ImageFolder dir or .npz (images, labels)")
+    g.add_argument("--seed", type=int, help="seed for synthesis and QAT")
+    g.add_argument("--out", help="run folder (default runs/default)")
+    g.add_argument("--from", dest="redo_from", metavar="STAGE", help="redo this stage and every later one")
+    g.add_argument("--no-bench", action="store_true", help="skip latency measurement in the check stage")
+
+
+def _cli_overrides(args: argparse.Namespace) -> dict:
+    from pipeline.config import TARGETS
+
+    targets = None
+    if args.target:
+        targets = list(TARGETS) if args.target == "all" else args.target.split(",")
+    cli = {
+        "model.name": args.model, "model.weights": args.weights, "model.input_shape": args.input_shape,
+        "model.num_classes": args.num_classes, "qat.bits": args.bits, "qat.profile": args.profile, "synthesis.method": args.method,
+        "export.targets": targets, "check.eval_data": args.eval_data, "out": args.out,
+    }
+    if args.seed is not None:
+        cli.update({"synthesis.seed": args.seed, "qat.seed": args.seed, "synthesis.holdout_seed": args.seed + 1000})
+    if args.no_bench:
+        cli["check.bench"] = False
+    return cli
+
+
+def _run(args: argparse.Namespace, until: str | None) -> int:
+    from pipeline.config import build_config
+    from pipeline.runner import RunContext, Runner
+    from pipeline.stages import STAGES
+
+    cfg = build_config(args.budget, args.config, _cli_overrides(args), args.set)
+    run_dir = Path(cfg.out)
+    ctx = RunContext(cfg, run_dir, log=lambda m: print(m, file=sys.stderr, flush=True))
+    Runner(STAGES, ctx).run(until=until, redo_from=args.redo_from)
+    if until in (None, "report"):
+        from pipeline.stages.report import build_report, summary
+
+        print(summary(build_report(run_dir)))
+    else:
+        print(f"stages up to {until} done in {run_dir}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipeline.stages.report import build_report, summary
+
+    for run in args.runs:
+        if not (Path(run) / "manifest.json").exists():
+            raise UserError(f"{run} is not a run folder (no manifest.json); give the --out of a pipeline run")
+        print(summary(build_report(Path(run))))
+    return 0
+
+
+def _models(_: argparse.Namespace) -> int:
+    import pipeline.models  # noqa: F401  (registration)
+    from pipeline.models.loading import describe_bundled
+    from pipeline.models.registry import list_models
+
+    for name, card in describe_bundled().items():
+        print(f"{name:<18} bundled  {card['extra']['arch']} {tuple(card['input_shape'])} {card['num_classes']} classes, "
+              f"FP top-1 {card['fp_top1'] * 100:.2f}% on {card['eval_dataset']}")
+    for name in list_models():
+        print(f"{name:<18} zoo      architecture (random init unless --weights)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pipeline.stages import STAGE_NAMES
+
+    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="every stage: synth → qat → export → check → report")
+    _add_run_options(p)
+    p.set_defaults(func=lambda a: _run(a, None))
+    for name in STAGE_NAMES[:-1]:
+        p = sub.add_parser(name, help=f"run the stages up to {name} (cached stages are skipped)")
+        _add_run_options(p)
+        p.set_defaults(func=lambda a, n=name: _run(a, n))
+    p = sub.add_parser("report", help="print the summary of one or more run folders")
+    p.add_argument("runs", nargs="+")
+    p.set_defaults(func=_report)
+    p = sub.add_parser("models", help="list the bundled models and the zoo")
+    p.set_defaults(func=_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

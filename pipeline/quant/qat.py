@@ -1,0 +1,106 @@
+"""Quantization-aware training on synthetic data, distilling from the full-precision teacher."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.progress import progress
+from pipeline.quant.distill import kd_kl
+from pipeline.quant.prepare import quantizers
+from pipeline.quant.quantizers import ActQuantizer, WeightQuantizer
+
+
+@dataclass(frozen=True)
+class QATSettings:
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 1e-4  # weights and biases
+    quant_lr: float = 1e-3  # learned ranges and scales
+    weight_decay: float = 0.0
+    temperature: float = 1.0
+    kd_weight: float = 1.0
+    ce_weight: float = 0.0  # CE on the synthetic labels (GDFQ uses 1; HAST computes but does not use it)
+    ema_freeze_step: int = 0  # ``ema`` ranges stop moving after this step (GDFQ: after the warm-up epochs)
+    flip: bool = True
+
+
+# A loss hook lets a method (HAST, ZAQ, ...) add terms: f(student, teacher, x, labels, s_logits, t_logits) -> loss
+ExtraLoss = Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _param_groups(model: nn.Module, s: QATSettings) -> list[dict]:
+    quant_params, weights = [], []
+    quant_ids = set()
+    for m in model.modules():
+        if isinstance(m, (ActQuantizer, WeightQuantizer)):
+            for p in m.parameters(recurse=False):
+                if p.requires_grad:
+                    quant_params.append(p)
+                quant_ids.add(id(p))
+    for p in model.parameters():
+        if id(p) not in quant_ids and p.requires_grad:
+            weights.append(p)
+    return [{"params": weights, "lr": s.lr, "weight_decay": s.weight_decay}, {"params": quant_params, "lr": s.quant_lr, "weight_decay": 0.0}]
+
+
+def train_qat(
+    student: nn.Module,
+    teacher: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    settings: QATSettings,
+    seed: int = 0,
+    extra_loss: ExtraLoss | None = None,
+    desc: str = "qat",
+) -> list[float]:
+    """Train ``student`` (already calibrated) for ``settings.steps`` steps; returns the loss curve."""
+    gen = torch.Generator().manual_seed(seed)
+    teacher.eval()
+    student.eval()  # BN (paper profile) keeps the FP running statistics, as in GDFQ/HAST
+    for q in quantizers(student):
+        q.train()  # EMA ranges update while not frozen
+    opt = torch.optim.Adam(_param_groups(student, settings))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, settings.steps))))
+    losses: list[float] = []
+    n = images.shape[0]
+    bar = progress(range(settings.steps), desc=desc)
+    for step in bar:
+        if settings.ema_freeze_step and step == settings.ema_freeze_step:
+            for q in quantizers(student):
+                q.ema_frozen = True
+        idx = torch.randint(0, n, (min(settings.batch_size, n),), generator=gen)
+        x, y = images[idx], labels[idx]
+        if settings.flip:
+            flip = torch.rand(x.shape[0], generator=gen) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        with torch.no_grad():
+            t_logits = teacher(x)
+        s_logits = student(x)
+        loss = settings.kd_weight * kd_kl(s_logits, t_logits, settings.temperature)
+        if settings.ce_weight:
+            loss = loss + settings.ce_weight * F.cross_entropy(s_logits, y)
+        if extra_loss is not None:
+            loss = loss + extra_loss(student, teacher, x, y, s_logits, t_logits)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    for q in quantizers(student):
+        q.eval()
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Logits for ``images`` in eval mode, batched."""
+    model.eval()
+    return torch.cat([model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])

@@ -1,0 +1,223 @@
+"""Fake quantizers with a straight-through estimator, and their export forms.
+
+Two quantizers cover both profiles:
+
+* :class:`WeightQuantizer`: per-output-channel. ``symmetric`` (deploy: narrow
+  range ±(2^(b-1)-1), learned LSQ-style scale initialised by a clipping search)
+  or asymmetric min/max recomputed every forward (the GDFQ ``paper`` protocol).
+* :class:`ActQuantizer`: per-tensor asymmetric on an unsigned grid [0, 2^b-1].
+  Its range is initialised from synthetic data (``observe`` then ``init_range``)
+  and then either learned (gradients reach ``lo``/``hi`` through the STE, LSQ+
+  style) or tracked by EMA and frozen after a number of steps.
+
+On an 8-bit grid the unsigned form *is* uint8, which ONNX Runtime needs on x86
+to fuse every conv and add into integer kernels (conversion.md §3). Each
+quantizer can also emit the ops an exporter understands (``export_mode``):
+``torch.fake_quantize_*`` for ONNX Q/DQ.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def round_ste(x: torch.Tensor) -> torch.Tensor:
+    """round() in the forward pass, identity in the backward pass."""
+    return (x.round() - x).detach() + x
+
+
+def fake_quant(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int, qmax: int, mask_grad: bool = True) -> torch.Tensor:
+    """(clamp(round(x/s) + zp, qmin, qmax) - zp) * s with STE.
+
+    ``mask_grad`` True: the gradient w.r.t. x is zero outside the clipping range
+    (the usual STE); False: plain STE that passes every gradient (GDFQ's).
+    """
+    q = round_ste(x / scale) + zp
+    if mask_grad:
+        q = torch.clamp(q, qmin, qmax)
+    else:
+        q = q + (torch.clamp(q, qmin, qmax) - q).detach()
+    return (q - zp) * scale
+
+
+class WeightQuantizer(nn.Module):
+    def __init__(self, out_channels: int, bits: int, symmetric: bool = True, learn_scale: bool = True) -> None:
+        super().__init__()
+        self.bits = bits
+        self.symmetric = symmetric
+        self.learn_scale = learn_scale and symmetric
+        self.scale = nn.Parameter(torch.ones(out_channels), requires_grad=self.learn_scale)
+        self.register_buffer("initialized", torch.tensor(False))
+        self.enabled = True
+        self.export_mode: str | None = None
+
+    @property
+    def qmax(self) -> int:
+        return 2 ** (self.bits - 1) - 1
+
+    @torch.no_grad()
+    def init_scale(self, w: torch.Tensor, method: str = "mse") -> None:
+        """Per-channel scale from the weights: max|w| or the clipping that minimises the MSE."""
+        flat = w.detach().reshape(w.shape[0], -1)
+        amax = flat.abs().amax(1).clamp_min(1e-8)
+        if method == "mse":
+            best_err = torch.full_like(amax, float("inf"))
+            best = amax.clone()
+            for ratio in torch.linspace(0.3, 1.0, 36):
+                s = (amax * ratio / self.qmax)[:, None]
+                err = ((torch.clamp(torch.round(flat / s), -self.qmax, self.qmax) * s - flat) ** 2).mean(1)
+                better = err < best_err
+                best_err = torch.where(better, err, best_err)
+                best = torch.where(better, amax * ratio, best)
+            amax = best
+        elif method != "minmax":
+            raise ValueError(f"unknown weight init {method!r}")
+        self.scale.copy_(amax / self.qmax)
+        self.initialized.fill_(True)
+
+    def channel_scale(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.symmetric:
+            raise RuntimeError("asymmetric weights have no symmetric scale")
+        if not bool(self.initialized):
+            self.init_scale(w)
+        return self.scale.abs().clamp_min(1e-8)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return w
+        shape = (-1,) + (1,) * (w.dim() - 1)
+        if not self.symmetric:  # GDFQ/ZeroQ: asymmetric per-channel min/max, recomputed every call
+            flat = w.reshape(w.shape[0], -1)
+            lo, hi = flat.min(1).values.detach(), flat.max(1).values.detach()
+            levels = 2**self.bits - 1
+            s = ((hi - lo).clamp_min(1e-8) / levels).view(shape)
+            zp = torch.round(-lo.view(shape) / s) - 2 ** (self.bits - 1)
+            return fake_quant(w, s, zp, -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1, mask_grad=False)
+        s = self.channel_scale(w).view(shape)
+        if self.export_mode == "onnx":
+            # ONNX Q/DQ only accepts the (-128, 127) range: clamp to the b-bit grid first, exact (conversion.md §3).
+            wc = torch.maximum(torch.minimum(w, self.qmax * s), -self.qmax * s)
+            zeros = torch.zeros(w.shape[0], dtype=torch.int32)
+            return torch.fake_quantize_per_channel_affine(wc, s.flatten().detach(), zeros, 0, -128, 127)
+        return fake_quant(w, s, torch.zeros_like(s), -self.qmax, self.qmax)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, symmetric={self.symmetric}, learn_scale={self.learn_scale}"
+
+
+class ActQuantizer(nn.Module):
+    """Per-tensor asymmetric activation quantizer on the unsigned grid [0, 2^bits - 1]."""
+
+    def __init__(self, bits: int, mode: str = "learned", ema_decay: float = 0.9, mask_grad: bool = True) -> None:
+        super().__init__()
+        if mode not in ("learned", "ema"):
+            raise ValueError(f"activation range mode must be 'learned' or 'ema', got {mode!r}")
+        self.bits = bits
+        self.mode = mode
+        self.ema_decay = ema_decay
+        self.mask_grad = mask_grad
+        self.lo = nn.Parameter(torch.tensor(0.0), requires_grad=mode == "learned")
+        self.hi = nn.Parameter(torch.tensor(1.0), requires_grad=mode == "learned")
+        self.register_buffer("initialized", torch.tensor(False))
+        self.register_buffer("ema_steps", torch.tensor(0))
+        self.enabled = True
+        self.observing = False
+        self.ema_frozen = False
+        self.export_mode: str | None = None
+        self.export_bits: int | None = None  # deploy A<8 as A8 inside the learned clipping range
+        self._samples: list[torch.Tensor] = []
+
+    @property
+    def levels(self) -> int:
+        return 2**self.bits - 1
+
+    def qparams(self, bits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scale and integer zero-point on the unsigned ``bits`` grid (default: training bits)."""
+        lo = torch.minimum(self.lo, torch.zeros_like(self.lo))  # the range always holds 0 exactly
+        hi = torch.maximum(self.hi, lo + 1e-6)
+        s = (hi - lo) / self.levels
+        zp = torch.clamp(round_ste(-lo / s), 0, self.levels)
+        if bits is None or bits == self.bits:
+            return s, zp
+        # Same clipping range on a finer grid: the range the b-bit grid actually covers.
+        lo_b, hi_b = -zp * s, (self.levels - zp) * s
+        levels = 2**bits - 1
+        s2 = (hi_b - lo_b) / levels
+        return s2, torch.clamp(torch.round(-lo_b / s2), 0, levels)
+
+    def export_qparams(self) -> tuple[float, int, int]:
+        """(scale, zero_point, bits) as the deployed artifact stores them."""
+        bits = self.export_bits or self.bits
+        s, zp = self.qparams(bits)
+        return float(s.detach()), int(zp.detach()), bits
+
+    @torch.no_grad()
+    def init_range(self, method: str = "mse", percentile: float = 99.99) -> None:
+        """Choose the initial range from the values seen while ``observing``."""
+        if not self._samples:
+            raise RuntimeError("init_range() needs observed activations: run calibration batches first")
+        x = torch.cat(self._samples)
+        self._samples.clear()
+        lo, hi = float(x.min()), float(x.max())
+        if method == "percentile" and x.numel() > 100:
+            q = torch.quantile(x[torch.randperm(x.numel())[:1_000_000]], torch.tensor([1 - percentile / 100, percentile / 100]))
+            lo, hi = float(q[0]), float(q[1])
+        elif method == "mse":
+            lo, hi = self._mse_range(x, lo, hi)
+        elif method != "minmax":
+            raise ValueError(f"unknown activation init {method!r}")
+        self.lo.fill_(min(lo, 0.0))
+        self.hi.fill_(max(hi, 1e-4))
+        self.initialized.fill_(True)
+
+    def _mse_range(self, x: torch.Tensor, lo: float, hi: float) -> tuple[float, float]:
+        best, best_err = (lo, hi), float("inf")
+        lo0, hi0 = min(lo, 0.0), max(hi, 1e-4)
+        for ratio in torch.linspace(0.2, 1.0, 41).tolist():
+            l, h = lo0 * ratio, hi0 * ratio
+            s = (h - l) / self.levels
+            zp = round(-l / s)
+            err = float(((torch.clamp(torch.round(x / s) + zp, 0, self.levels) - zp) * s - x).pow(2).mean())
+            if err < best_err:
+                best, best_err = (l, h), err
+        return best
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observing:
+            flat = x.detach().flatten()
+            self._samples.append(flat[torch.randint(0, flat.numel(), (min(flat.numel(), 20000),))] if flat.numel() > 20000 else flat)
+            return x
+        if not self.enabled:
+            return x
+        if self.mode == "ema" and self.training and not self.ema_frozen:
+            self._ema_update(x)
+        if self.export_mode == "onnx":
+            s, zp, bits = self.export_qparams()
+            return torch.fake_quantize_per_tensor_affine(x, s, zp, 0, 2**bits - 1)
+        s, zp = self.qparams()
+        if self.mask_grad:  # fused kernel, same values and STE/LSQ gradients as fake_quant(), ~1.5x faster
+            return torch._fake_quantize_learnable_per_tensor_affine(x, s.reshape(1), zp.reshape(1), 0, self.levels, 1.0)
+        return fake_quant(x, s, zp, 0, self.levels, mask_grad=False)
+
+    @torch.no_grad()
+    def _ema_update(self, x: torch.Tensor) -> None:
+        """EMA of batch min/max (GDFQ's ranges, methods.md §1).
+
+        GDFQ's code also divides by (1 - β^t) every step, which compounds rather
+        than corrects; we start the EMA at the first batch's min/max instead.
+        """
+        t = int(self.ema_steps) + 1
+        b = self.ema_decay
+        mn, mx = float(x.min()), float(x.max())
+        if t == 1 and not bool(self.initialized):
+            self.lo.fill_(mn)
+            self.hi.fill_(mx)
+        else:
+            self.lo.fill_(float(self.lo) * b + mn * (1 - b))
+            self.hi.fill_(float(self.hi) * b + mx * (1 - b))
+        self.ema_steps += 1
+        self.initialized.fill_(True)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, mode={self.mode}, range=[{float(self.lo):.4g}, {float(self.hi):.4g}]"

@@ -1,0 +1,50 @@
+"""Bit-width presets: ``w8a8`` (default), ``w4a4``, ``w3a3``, any ``wXaY``, first/last overrides.
+
+A scheme is data, not behaviour (torchao's habit): the quantizer placement code
+asks it "how many bits for this layer?" and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pipeline.errors import ConfigError
+
+_BITS_RE = re.compile(r"^w(\d+)a(\d+)$")
+
+
+@dataclass(frozen=True)
+class BitScheme:
+    w_bits: int = 8
+    a_bits: int = 8
+    first_last_bits: int | None = None  # e.g. 8: first conv and last linear at W8A8 ("F8L8")
+
+    def __post_init__(self) -> None:
+        for name, b in (("weight", self.w_bits), ("activation", self.a_bits)):
+            if not 2 <= b <= 8:
+                raise ConfigError(f"{name} bits must be between 2 and 8, got {b}")
+        if self.first_last_bits is not None and not 2 <= self.first_last_bits <= 8:
+            raise ConfigError(f"first_last_bits must be between 2 and 8, got {self.first_last_bits}")
+
+    @classmethod
+    def parse(cls, text: str, first_last_bits: int | None = None) -> "BitScheme":
+        m = _BITS_RE.match(text.strip().lower())
+        if not m:
+            raise ConfigError(f"bad bit preset {text!r}: use wXaY, e.g. w8a8, w4a4, w3a3, w4a8")
+        return cls(int(m.group(1)), int(m.group(2)), first_last_bits)
+
+    @property
+    def name(self) -> str:
+        return f"w{self.w_bits}a{self.a_bits}"
+
+    def weight_bits(self, is_first: bool, is_last: bool) -> int:
+        return self.first_last_bits if (is_first or is_last) and self.first_last_bits else self.w_bits
+
+    def act_bits(self, is_first_input: bool = False) -> int:
+        return self.first_last_bits if is_first_input and self.first_last_bits else self.a_bits
+
+    @property
+    def deployed_name(self) -> str:
+        """Name of what integer CPU runtimes execute: activations below 8 bits run at 8 (see conversion.md §5)."""
+        return f"w{self.w_bits}a{max(8, self.a_bits)}"

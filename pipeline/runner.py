@@ -1,0 +1,145 @@
+"""The stage runner: synth → qat → export → check → report, each stage's artifacts cached in the run folder.
+
+A stage's *key* hashes the config sections it reads and the content of the files
+it consumes (upstream outputs, the weights). The manifest records each finished
+stage's key and output hashes; a stage whose key and outputs still match is
+skipped, so a run resumes where it stopped and re-runs only what changed.
+Outputs are written under temporary names and renamed; the manifest is updated
+only when a stage finishes, so an interrupted stage simply runs again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import RunConfig
+from pipeline.errors import ConfigError
+
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json(path: Path, data: object) -> None:
+    """Atomic JSON write (temp file + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for mod in ("torch", "numpy", "onnx", "onnxruntime", "openvino", "ai_edge_litert", "litert_torch"):
+        m = sys.modules.get(mod)
+        if m is None:
+            try:
+                from importlib.metadata import version
+
+                out[mod] = version(mod.replace("_", "-"))
+            except Exception:  # noqa: BLE001  (not installed)
+                continue
+        else:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+@dataclass
+class RunContext:
+    cfg: RunConfig
+    run_dir: Path
+    log: Callable[[str], None]
+    _cache: dict | None = None
+
+    def __post_init__(self) -> None:
+        self._cache = {}
+
+    def memo(self, key: str, fn: Callable[[], object]) -> object:
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    def teacher(self):
+        from pipeline.models.loading import load_model
+
+        return self.memo("teacher", lambda: load_model(self.cfg.model))
+
+    def path(self, rel: str) -> Path:
+        p = self.run_dir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    sections: tuple[str, ...]  # config sections the stage reads
+    inputs: Callable[[RunContext], list[Path]]  # files it consumes
+    outputs: Callable[[RunContext], list[Path]]  # files it produces
+    run: Callable[[RunContext], None]
+    always: bool = False  # cheap stages (report) run every time
+
+
+class Runner:
+    def __init__(self, stages: list[Stage], ctx: RunContext) -> None:
+        self.stages, self.ctx = stages, ctx
+        self.names = [s.name for s in stages]
+        self.manifest_path = ctx.run_dir / MANIFEST
+        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"stages": {}}
+
+    def key(self, stage: Stage) -> str:
+        payload = {
+            "stage": stage.name,
+            "config": {s: self.ctx.cfg.section(s) for s in stage.sections},
+            "inputs": {str(p.relative_to(self.ctx.run_dir)) if p.is_relative_to(self.ctx.run_dir) else str(p): sha256_file(p)
+                       for p in stage.inputs(self.ctx)},
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def fresh(self, stage: Stage, key: str) -> bool:
+        rec = self.manifest["stages"].get(stage.name)
+        if stage.always or not rec or rec.get("key") != key:
+            return False
+        for rel, digest in rec.get("outputs", {}).items():
+            p = self.ctx.run_dir / rel
+            if not p.exists() or sha256_file(p) != digest:
+                return False
+        return True
+
+    def run(self, until: str | None = None, redo_from: str | None = None) -> None:
+        for name in (until, redo_from):
+            if name is not None and name not in self.names:
+                raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(self.names)}")
+        last = self.names.index(until) if until else len(self.stages) - 1
+        redo = self.names.index(redo_from) if redo_from else len(self.stages)
+        self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.ctx.run_dir / "config.json", self.ctx.cfg.to_dict())
+        for i, stage in enumerate(self.stages[: last + 1]):
+            key = self.key(stage)
+            if i < redo and self.fresh(stage, key):
+                self.ctx.log(f"[{stage.name}] up to date, skipped")
+                continue
+            self.ctx.log(f"[{stage.name}] running")
+            t0 = time.time()
+            stage.run(self.ctx)
+            outputs = {str(p.relative_to(self.ctx.run_dir)): sha256_file(p) for p in stage.outputs(self.ctx)}
+            self.manifest["stages"][stage.name] = {"key": key, "outputs": outputs, "seconds": round(time.time() - t0, 2),
+                                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            self.manifest["versions"] = versions()
+            self.manifest["seeds"] = {"synthesis": self.ctx.cfg.synthesis.seed, "holdout": self.ctx.cfg.synthesis.holdout_seed,
+                                      "qat": self.ctx.cfg.qat.seed}
+            write_json(self.manifest_path, self.manifest)
+            self.ctx.log(f"[{stage.name}] done in {time.time() - t0:.1f}s")

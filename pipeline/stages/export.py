@@ -1,0 +1,83 @@
+"""Stage 3: integer artifacts (and their FP32 twins) for each target, each proven integer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from exporters.artifact import Artifact
+from pipeline.runner import RunContext, write_json
+from pipeline.stages.qat import METRICS, STUDENT, load_student, scheme
+from pipeline.stages.synth import HOLDOUT
+from pipeline.synthesis import SyntheticSet
+
+INDEX = "export.json"
+
+
+def output_scale(student: torch.nn.Module) -> float | None:
+    """Scale of the quantizer on the model output: the unit of 'LSB' in the parity checks."""
+    out = next(n for n in student.graph.nodes if n.op == "output")
+    src = out.args[0]
+    if getattr(src, "op", None) == "call_module":
+        mod = student.get_submodule(src.target)
+        if hasattr(mod, "export_qparams"):
+            return mod.export_qparams()[0]
+    return None
+
+
+def _onnx(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module | None, card, sample: torch.Tensor) -> list[Artifact]:
+    from exporters.onnx import check_integer, export_fp32, export_qdq
+
+    arts = [export_fp32(teacher, card, ctx.path("model.fp32.onnx"))]
+    if student is not None:
+        precision = scheme(ctx).deployed_name
+        art = export_qdq(student, card, ctx.path(f"model.{precision}.onnx"), precision)
+        art.notes["trained_bits"] = scheme(ctx).name
+        art.notes["output_scale"] = output_scale(student)
+        check_integer(art, sample, card, ctx.cfg.export.min_integer_coverage, ctx.path(f"model.{precision}.ort_optimized.onnx"))
+        cov = art.coverage
+        ctx.log(f"  {art.path.name}: {art.size_bytes / 1e6:.2f} MB, {cov.share:.1%} of MACs in integer on onnxruntime "
+                f"({', '.join(f'{v} {k}' for k, v in sorted(cov.int_kernels.items()))})")
+        arts.append(art)
+    return arts
+
+
+EXPORTERS = {"onnx": _onnx}  # target → exporter; a new format is one function and one row
+
+
+def run(ctx: RunContext) -> None:
+    teacher, card = ctx.teacher()
+    deployable = ctx.cfg.qat.profile == "deploy"
+    student = load_student(ctx) if deployable else None
+    if not deployable:
+        ctx.log("  qat.profile=paper reproduces published tables (BN unfolded, asymmetric weights): no integer artifact, FP32 only")
+    sample = torch.from_numpy(SyntheticSet.load(ctx.run_dir / HOLDOUT).images[:1])
+    artifacts: list[Artifact] = []
+    for target in ctx.cfg.export.targets:
+        artifacts += EXPORTERS[target](ctx, teacher, student, card, sample)
+    write_json(ctx.path(INDEX), {"artifacts": [a.to_dict(ctx.run_dir) for a in artifacts], "card": card.to_dict()})
+
+
+def load_artifacts(ctx: RunContext) -> list[Artifact]:
+    import json
+
+    data = json.loads((ctx.run_dir / INDEX).read_text())
+    return [Artifact.from_dict(d, ctx.run_dir) for d in data["artifacts"]]
+
+
+def outputs(ctx: RunContext) -> list[Path]:
+    import json
+
+    p = ctx.run_dir / INDEX
+    files = [p]
+    if p.exists():
+        data = json.loads(p.read_text())
+        files += [ctx.run_dir / a["path"] for a in data["artifacts"]]
+    return files
+
+
+def inputs(ctx: RunContext) -> list[Path]:
+    from pipeline.stages.synth import weights_inputs
+
+    return [ctx.run_dir / STUDENT, ctx.run_dir / METRICS, ctx.run_dir / HOLDOUT, *weights_inputs(ctx)]

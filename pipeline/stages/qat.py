@@ -1,0 +1,83 @@
+"""Stage 2: build the fake-quant model, initialise ranges on synthetic data, train it with KD."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline.quant.calibrate import calibrate
+from pipeline.quant.prepare import QuantProfile, quantize_model
+from pipeline.quant.qat import QATSettings, predict, train_qat
+from pipeline.quant.scheme import BitScheme
+from pipeline.runner import RunContext, write_json
+from pipeline.stages.synth import HOLDOUT, TRAIN
+from pipeline.synthesis import SyntheticSet
+
+STUDENT, METRICS = "qat/student.pt", "qat/qat.json"
+
+
+def scheme(ctx: RunContext) -> BitScheme:
+    return BitScheme.parse(ctx.cfg.qat.bits, ctx.cfg.qat.first_last_bits)
+
+
+def build_student(ctx: RunContext) -> torch.nn.Module:
+    teacher, _ = ctx.teacher()
+    q = ctx.cfg.qat
+    return quantize_model(teacher, scheme(ctx), QuantProfile.named(q.profile, q.act_range))
+
+
+def load_student(ctx: RunContext) -> torch.nn.Module:
+    def make() -> torch.nn.Module:
+        student = build_student(ctx)
+        student.load_state_dict(torch.load(ctx.run_dir / STUDENT, map_location="cpu", weights_only=True))
+        return student.eval()
+
+    return ctx.memo("student", make)
+
+
+def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.argmax(1) == b.argmax(1)).float().mean())
+
+
+def run(ctx: RunContext) -> None:
+    teacher, _ = ctx.teacher()
+    q = ctx.cfg.qat
+    train = SyntheticSet.load(ctx.run_dir / TRAIN)
+    holdout = SyntheticSet.load(ctx.run_dir / HOLDOUT)
+    x, y = torch.from_numpy(train.images), torch.from_numpy(train.labels)
+    xh = torch.from_numpy(holdout.images)
+    torch.manual_seed(q.seed)
+    student = build_student(ctx)
+    t0 = time.time()
+    calib = x[: q.calib_images]
+    calibrate(student, [calib[i : i + 64] for i in range(0, len(calib), 64)], act_init=q.act_init)
+    fp_h = predict(teacher, xh)
+    start = agreement(predict(student, xh), fp_h)
+    ctx.log(f"  {scheme(ctx).name} ({q.profile}): after range init, top-1 agreement with FP on held-out = {start:.1%}")
+    settings = QATSettings(steps=q.steps, batch_size=q.batch_size, lr=q.lr, quant_lr=q.quant_lr, temperature=q.temperature,
+                           ce_weight=q.ce_weight, ema_freeze_step=q.ema_freeze_step)
+    losses = train_qat(student, teacher, x, y, settings, seed=q.seed) if q.steps else []
+    end = agreement(predict(student, xh), fp_h)
+    ctx.log(f"  after {q.steps} QAT steps: agreement {end:.1%}")
+    out = ctx.path(STUDENT)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(student.state_dict(), tmp)
+    tmp.replace(out)
+    write_json(ctx.path(METRICS), {
+        "scheme": scheme(ctx).name, "profile": q.profile, "meta": student.zsq_meta, "seconds": round(time.time() - t0, 2),
+        "holdout_agreement_after_init": start, "holdout_agreement_after_qat": end,
+        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+        "loss_curve": [round(v, 5) for v in losses[:: max(1, len(losses) // 100)]],
+    })
+
+
+def outputs(ctx: RunContext) -> list[Path]:
+    return [ctx.run_dir / STUDENT, ctx.run_dir / METRICS]
+
+
+def inputs(ctx: RunContext) -> list[Path]:
+    from pipeline.stages.synth import weights_inputs
+
+    return [ctx.run_dir / TRAIN, ctx.run_dir / HOLDOUT, *weights_inputs(ctx)]

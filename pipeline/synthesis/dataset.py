@@ -1,0 +1,35 @@
+"""The synthetic set on disk: images, labels, the seed and the method that made it."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class SyntheticSet:
+    images: np.ndarray  # float32, N×C×H×W, raw pixel range of the model card
+    labels: np.ndarray  # int64, N (the target classes the images were synthesized for)
+    seed: int
+    method: str
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a temp file in the same folder, then rename."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez_compressed(tmp, images=self.images.astype(np.float32), labels=self.labels.astype(np.int64),
+                            seed=np.int64(self.seed), method=np.str_(self.method), meta=np.str_(json.dumps(self.meta)))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "SyntheticSet":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["images"], z["labels"], int(z["seed"]), str(z["method"]), json.loads(str(z["meta"])))

@@ -1,0 +1,87 @@
+"""One small interface over the integer runtimes: load, describe the I/O contract, run.
+
+Nothing here imports torch or tensorflow: this package runs on devices. Each
+backend imports its runtime lazily inside its own module, and a suffix table
+picks the backend, so loading a ``.onnx`` never imports OpenVINO.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The runtime package for an artifact is not installed on this machine."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An artifact's edge tensor: what a caller must feed or will get back."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str
+    layout: str = "NCHW"
+    scale: float | None = None  # set where the edge itself is integer
+    zero_point: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Predictor(Protocol):
+    runtime: str
+    path: Path
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+# suffix → (module, loader function); a new runtime is one module and one row here.
+BACKENDS: dict[str, tuple[str, str]] = {
+    ".onnx": ("runtimes.onnxruntime_backend", "load"),
+}
+
+
+def runtime_for(path: Path) -> str:
+    suffix = Path(path).suffix
+    if suffix not in BACKENDS:
+        raise ValueError(f"no runtime for {Path(path).name!r}: known artifact types are {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[suffix][0].rsplit(".", 1)[1].removesuffix("_backend")
+
+
+def load(path: str | Path, threads: int = 1, **options: object) -> Predictor:
+    """Load an artifact with the runtime its suffix names. ``threads`` sets the intra-op thread count."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"artifact {path} does not exist")
+    module, fn = BACKENDS.get(path.suffix, (None, None))
+    if module is None:
+        raise ValueError(f"no runtime for {path.name!r}: known artifact types are {', '.join(sorted(BACKENDS))}")
+    return getattr(importlib.import_module(module), fn)(path, threads=threads, **options)
+
+
+def run_single(pred: Predictor, x: np.ndarray) -> np.ndarray:
+    """Run a single-input, single-output artifact, quantizing/dequantizing at integer edges."""
+    spec = pred.inputs[0]
+    if spec.scale is not None:
+        info = np.iinfo(np.dtype(spec.dtype))
+        x = np.clip(np.round(x / spec.scale) + spec.zero_point, info.min, info.max).astype(spec.dtype)
+    y = pred.run({spec.name: x})[pred.outputs[0].name]
+    ospec = pred.outputs[0]
+    if ospec.scale is not None:
+        y = (y.astype(np.float32) - ospec.zero_point) * ospec.scale
+    return y
+
+
+def predict_batched(pred: Predictor, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Outputs for all ``images``; batch 1 where the artifact's batch dimension is fixed at 1."""
+    fixed = pred.inputs[0].shape[0]
+    bs = 1 if fixed == 1 else batch_size
+    return np.concatenate([run_single(pred, images[i : i + bs]) for i in range(0, len(images), bs)])
