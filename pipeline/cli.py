@@ -32,7 +32,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--bits", help="w8a8 (default), w4a4, w3a3, any wXaY")
     g.add_argument("--profile", choices=["deploy", "paper"], help="deploy (integer runtime) or paper (GDFQ protocol)")
     g.add_argument("--method", help="synthesis method (default bn-inversion)")
-    g.add_argument("--target", help="onnx (default) or all")
+    g.add_argument("--target", help="onnx (default), openvino, a comma list (onnx,openvino) or all")
     g.add_argument("--eval-data", help="real labelled data for accuracy: ImageFolder dir or .npz (images, labels)")
     g.add_argument("--seed", type=int, help="seed for synthesis and QAT")
     g.add_argument("--out", help="run folder (default runs/default)")

@@ -20,7 +20,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 
 CONFIG_VERSION = 1
-TARGETS = ("onnx",)
+TARGETS = ("onnx", "openvino")
 DEFAULT_MODEL = "fmnist_resnet20"
 
 

@@ -104,8 +104,8 @@ class Runner:
         payload = {
             "stage": stage.name,
             "config": {s: self.ctx.cfg.section(s) for s in stage.sections},
-            "inputs": {str(p.relative_to(self.ctx.run_dir)) if p.is_relative_to(self.ctx.run_dir) else str(p): sha256_file(p)
-                       for p in stage.inputs(self.ctx)},
+            "inputs": {str(p.relative_to(self.ctx.run_dir)) if p.is_relative_to(self.ctx.run_dir) else str(p):
+                       sha256_file(p) if p.exists() else "missing" for p in stage.inputs(self.ctx)},
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -125,6 +125,7 @@ class Runner:
                 raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(self.names)}")
         last = self.names.index(until) if until else len(self.stages) - 1
         redo = self.names.index(redo_from) if redo_from else len(self.stages)
+        self.ctx.teacher()  # fail fast on a bad model or weights, before anything is written
         self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
         write_json(self.ctx.run_dir / "config.json", self.ctx.cfg.to_dict())
         for i, stage in enumerate(self.stages[: last + 1]):

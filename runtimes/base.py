@@ -46,6 +46,7 @@ class Predictor(Protocol):
 # suffix → (module, loader function); a new runtime is one module and one row here.
 BACKENDS: dict[str, tuple[str, str]] = {
     ".onnx": ("runtimes.onnxruntime_backend", "load"),
+    ".xml": ("runtimes.openvino_backend", "load"),  # OpenVINO IR (the .bin beside it holds the weights)
 }
 
 

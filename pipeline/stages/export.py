@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from exporters.artifact import Artifact
+from pipeline.errors import ExportError
 from pipeline.runner import RunContext, write_json
 from pipeline.stages.qat import METRICS, STUDENT, load_student, scheme
 from pipeline.stages.synth import HOLDOUT
@@ -35,7 +36,13 @@ def _onnx(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module | 
         art = export_qdq(student, card, ctx.path(f"model.{precision}.onnx"), precision)
         art.notes["trained_bits"] = scheme(ctx).name
         art.notes["output_scale"] = output_scale(student)
-        check_integer(art, sample, card, ctx.cfg.export.min_integer_coverage, ctx.path(f"model.{precision}.ort_optimized.onnx"))
+        optimized = ctx.path(f"model.{precision}.ort_optimized.onnx")
+        try:
+            check_integer(art, sample, card, ctx.cfg.export.min_integer_coverage, optimized)
+        except ExportError:
+            art.path.unlink(missing_ok=True)  # an artifact that fails the gate is not left behind
+            optimized.unlink(missing_ok=True)
+            raise
         cov = art.coverage
         ctx.log(f"  {art.path.name}: {art.size_bytes / 1e6:.2f} MB, {cov.share:.1%} of MACs in integer on onnxruntime "
                 f"({', '.join(f'{v} {k}' for k, v in sorted(cov.int_kernels.items()))})")
@@ -43,7 +50,36 @@ def _onnx(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module | 
     return arts
 
 
-EXPORTERS = {"onnx": _onnx}  # target → exporter; a new format is one function and one row
+def _openvino(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module | None, card, sample: torch.Tensor) -> list[Artifact]:
+    """IR from the ONNX files: reused when the onnx target ran first in this stage, else written here as intermediates."""
+    from exporters.onnx import export_fp32, export_qdq
+    from exporters.openvino import check_integer_openvino, export_ir
+    from runtimes.openvino_backend import DEFAULT_PRECISION_HINT
+
+    own_onnx = "onnx" not in ctx.cfg.export.targets  # run() puts onnx first, so its files are this run's
+    fp32_onnx = ctx.path("model.fp32.onnx")
+    if own_onnx:
+        export_fp32(teacher, card, fp32_onnx)
+    fp32 = export_ir(fp32_onnx, ctx.path("model.fp32.xml"), "fp32", card)
+    fp32.notes["precision_hint"] = DEFAULT_PRECISION_HINT
+    arts = [fp32]
+    if student is not None:
+        precision = scheme(ctx).deployed_name
+        qdq_onnx = ctx.path(f"model.{precision}.onnx")
+        if own_onnx:
+            export_qdq(student, card, qdq_onnx, precision)
+        art = export_ir(qdq_onnx, ctx.path(f"model.{precision}.xml"), precision, card)
+        art.notes["trained_bits"] = scheme(ctx).name
+        art.notes["output_scale"] = output_scale(student)
+        check_integer_openvino(art, sample, card, ctx.cfg.export.min_integer_coverage, precision_hint=DEFAULT_PRECISION_HINT)
+        cov = art.coverage
+        ctx.log(f"  {art.path.name}: {art.size_bytes / 1e6:.2f} MB, {cov.share:.1%} of MACs in integer on openvino "
+                f"(hint {art.notes['precision_hint']}; {', '.join(f'{v} {k}' for k, v in sorted(cov.int_kernels.items()))})")
+        arts.append(art)
+    return arts
+
+
+EXPORTERS = {"onnx": _onnx, "openvino": _openvino}  # target → exporter; a new format is one function and one row
 
 
 def run(ctx: RunContext) -> None:
@@ -54,7 +90,7 @@ def run(ctx: RunContext) -> None:
         ctx.log("  qat.profile=paper reproduces published tables (BN unfolded, asymmetric weights): no integer artifact, FP32 only")
     sample = torch.from_numpy(SyntheticSet.load(ctx.run_dir / HOLDOUT).images[:1])
     artifacts: list[Artifact] = []
-    for target in ctx.cfg.export.targets:
+    for target in sorted(ctx.cfg.export.targets, key=lambda t: t != "onnx"):  # onnx first: other targets convert its files
         artifacts += EXPORTERS[target](ctx, teacher, student, card, sample)
     write_json(ctx.path(INDEX), {"artifacts": [a.to_dict(ctx.run_dir) for a in artifacts], "card": card.to_dict()})
 
@@ -73,7 +109,11 @@ def outputs(ctx: RunContext) -> list[Path]:
     files = [p]
     if p.exists():
         data = json.loads(p.read_text())
-        files += [ctx.run_dir / a["path"] for a in data["artifacts"]]
+        for a in data["artifacts"]:
+            path = ctx.run_dir / a["path"]
+            files.append(path)
+            if path.suffix == ".xml":  # OpenVINO IR: the weights live in the .bin beside it
+                files.append(path.with_suffix(".bin"))
     return files
 
 

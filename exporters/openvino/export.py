@@ -1,0 +1,175 @@
+"""QDQ (or FP32) ONNX → OpenVINO IR, and proof that the CPU plugin runs its convs/matmuls in int8.
+
+Recipe measured on this machine (shared/research/conversion.md §4, §7):
+
+* ``ov.convert_model`` on the QDQ ONNX written by :mod:`exporters.onnx` turns each
+  activation Q/DQ pair into FakeQuantize and keeps the int8 weight initializers
+  with their per-channel scales, so the IR carries the QAT grid unchanged;
+* ``ov.save_model(..., compress_to_fp16=False)``: the FP32 twin stays FP32;
+* proof of integer execution: compile on CPU, walk the runtime (executed) graph and
+  read each op's ``layerType`` and ``runtimePrecision`` (u8/i8 on Convolution and
+  FullyConnected), always under an explicit ``INFERENCE_PRECISION_HINT`` so no float
+  leftover silently runs in bf16.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from math import prod
+from pathlib import Path
+
+import numpy as np
+
+from exporters.artifact import Artifact, IntegerCoverage
+from pipeline.errors import ExportError
+from pipeline.models.card import ModelCard
+
+# CPU-plugin layer types that do the multiply-accumulates
+CONV_LAYERS = {"Convolution", "GroupConvolution", "BinaryConvolution"}
+DECONV_LAYERS = {"Deconvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData"}
+MATMUL_LAYERS = {"FullyConnected", "MatMul", "Gemm"}
+MAC_LAYERS = CONV_LAYERS | DECONV_LAYERS | MATMUL_LAYERS
+INT_PRECISIONS = {"u8", "i8"}
+FLOAT_PRECISIONS = {"f32", "bf16", "f16"}
+NOT_OPS = {"Input", "Output", "Const", "Parameter", "Result", "Constant"}  # graph edges and constants, not kernels
+
+
+def _ov():
+    try:
+        import openvino as ov
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise ExportError("the openvino target needs OpenVINO: pip install openvino") from exc
+    return ov
+
+
+def ir_files(xml_path: Path) -> list[Path]:
+    """The files of one IR: the .xml graph and the .bin weights beside it."""
+    xml_path = Path(xml_path)
+    return [xml_path, xml_path.with_suffix(".bin")]
+
+
+def export_ir(onnx_path: Path, ir_path_xml: Path, precision: str, card: ModelCard) -> Artifact:
+    """Convert an ONNX file (QDQ or FP32) to an OpenVINO IR; .bin then .xml are moved into place atomically."""
+    from exporters.onnx.export import _contract
+
+    ov = _ov()
+    onnx_path, xml = Path(onnx_path), Path(ir_path_xml)
+    if xml.suffix != ".xml":
+        raise ExportError(f"an OpenVINO IR path must end in .xml, got {xml.name!r}")
+    if not onnx_path.exists():
+        raise ExportError(f"{onnx_path} does not exist: export the ONNX model before the OpenVINO IR")
+    with tempfile.TemporaryDirectory(dir=xml.parent) as tmp:
+        tmp_xml = Path(tmp) / xml.name
+        try:
+            model = ov.convert_model(str(onnx_path))
+        except Exception as exc:  # noqa: BLE001  (OpenVINO raises several converter-specific types)
+            raise ExportError(f"OpenVINO could not convert {onnx_path.name}: {str(exc).strip().splitlines()[0]}") from exc
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
+        tmp_bin, bin_path = tmp_xml.with_suffix(".bin"), xml.with_suffix(".bin")
+        os.replace(tmp_bin, bin_path)  # weights first: the .xml appearing is the commit
+        os.replace(tmp_xml, xml)
+    ins, outs = _contract(card)
+    size = sum(p.stat().st_size for p in ir_files(xml))
+    notes = {"source_onnx": onnx_path.name, "weights_file": bin_path.name, "xml_bytes": xml.stat().st_size,
+             "bin_bytes": bin_path.stat().st_size, "compress_to_fp16": False, "openvino": ov.__version__.split("-")[0]}
+    if precision != "fp32":
+        notes.update({"activations": "uint8 per-tensor asymmetric (FakeQuantize)", "weights": "int8 per-channel symmetric"})
+    return Artifact(xml, "openvino", precision, ins, outs, size, notes=notes)
+
+
+def _dims(shape) -> list[int] | None:
+    """Static dims of a runtime-graph shape, the dynamic batch counted as 1 (MACs per image); None if anything else is dynamic."""
+    if shape.rank.is_dynamic:
+        return None
+    dims = []
+    for i, d in enumerate(shape):
+        if d.is_static:
+            dims.append(d.get_length())
+        elif i == 0:
+            dims.append(1)
+        else:
+            return None
+    return dims
+
+
+def _macs(layer: str, out: list[int] | None, w: list[int] | None) -> int | None:
+    """MACs of one op from its output shape and weight shape; None where the shapes don't say."""
+    if not out or not w or len(out) < 2:
+        return None
+    if layer in CONV_LAYERS:
+        grouped = len(w) == len(out) + 1  # [G, O/G, I/G, k...]
+        return prod(out) * prod(w[2:] if grouped else w[1:])
+    if layer in DECONV_LAYERS:
+        return prod(out) * prod(w) // out[1] if prod(w) % out[1] == 0 else None
+    cout = out[-1]
+    if len(w) >= 2 and w[-2] == cout:  # FullyConnected weight [O, I]
+        return prod(out) * w[-1]
+    if w[-1] == cout:  # MatMul B [K, N]
+        return prod(out) * w[-2] if len(w) >= 2 else None
+    return None
+
+
+def _classify(pred, sample: np.ndarray) -> tuple[IntegerCoverage, Counter]:
+    pred.run({pred.inputs[0].name: sample})  # the runtime graph must execute, not just compile
+    cov = IntegerCoverage("openvino", 0, 0)
+    int_k: Counter = Counter()
+    float_k: Counter = Counter()
+    other: Counter = Counter()
+    layers: Counter = Counter()
+    for op in pred.runtime_layers():
+        layer, prec = op["layer_type"], op["precision"].lower()
+        if layer in NOT_OPS:
+            continue
+        key = f"{layer}:{prec}"
+        layers[key] += 1
+        if layer in MAC_LAYERS:
+            w = _dims(op["inputs"][1]) if len(op["inputs"]) > 1 else None
+            macs = _macs(layer, _dims(op["outputs"][0]) if op["outputs"] else None, w)
+            macs = 1 if macs is None else macs  # shapes unknown: count the op
+            if prec in INT_PRECISIONS:
+                cov.int_macs += macs
+                int_k[key] += 1
+            else:
+                cov.float_macs += macs
+                float_k[key] += 1
+                cov.float_nodes.append(f"{op['name']} ({key})")
+        elif prec in INT_PRECISIONS:
+            int_k[key] += 1
+        elif prec in FLOAT_PRECISIONS:
+            other[key] += 1
+    cov.int_kernels, cov.float_kernels, cov.other_float_ops = dict(int_k), dict(float_k), dict(other)
+    return cov, layers
+
+
+def openvino_coverage(xml_path: Path, sample: np.ndarray, threads: int = 1, precision_hint: str = "f32") -> IntegerCoverage:
+    """Compile on CPU (explicit precision hint), run ``sample`` once, classify every executed MAC op by its runtime precision."""
+    from runtimes.openvino_backend import OvPredictor
+
+    pred = OvPredictor(Path(xml_path), threads=threads, precision_hint=precision_hint)
+    return _classify(pred, np.ascontiguousarray(sample, dtype=np.float32))[0]
+
+
+def check_integer_openvino(artifact: Artifact, sample, card: ModelCard, min_share: float = 1.0, threads: int = 1,
+                           precision_hint: str = "f32") -> IntegerCoverage:
+    """Read the CPU plugin's executed graph; fail naming the ops that would run a conv/matmul in float."""
+    from runtimes.openvino_backend import OvPredictor
+
+    if sample is None:
+        x = np.random.default_rng(0).random((1, *card.input_shape), dtype=np.float32)
+    else:
+        x = np.ascontiguousarray(sample.numpy() if hasattr(sample, "numpy") else sample, dtype=np.float32)[:1]
+    pred = OvPredictor(artifact.path, threads=threads, precision_hint=precision_hint)
+    cov, layers = _classify(pred, x)
+    artifact.coverage = cov
+    artifact.notes["precision_hint"] = pred.precision_hint
+    artifact.notes["inference_precision"] = pred.inference_precision
+    artifact.notes["openvino_runtime_layers"] = dict(sorted(layers.items()))
+    if cov.share + 1e-12 < min_share:
+        names = ", ".join(cov.float_nodes[:8]) + (" ..." if len(cov.float_nodes) > 8 else "")
+        raise ExportError(
+            f"{artifact.path.name}: only {cov.share:.1%} of MACs run in integer on openvino (required {min_share:.0%}); "
+            f"float ops: {names or 'none found'}; quantize these layers or lower export.min_integer_coverage"
+        )
+    return cov

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up everything zsq-edge needs on a fresh Debian machine: system packages, .venv, the project.
+# Idempotent: a second run only checks. Used by `make demo`, `make test` and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+[ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)   # real data for tests/benchmarks only
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    echo "setup: apt-get install ${need_apt[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || { echo "setup: creating .venv"; "$PY" -m venv .venv; }
+stamp=.venv/.zsq-installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: installing into .venv (torch first, so pip takes the local CPU wheel where one exists)"
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q "torch==2.13.0"
+    .venv/bin/pip install -q -e ".[test]"
+    echo "$want" > "$stamp"
+fi

@@ -1,0 +1,40 @@
+"""Shared fixtures: the real bundled model and real Fashion-MNIST test images (never seen by the pipeline)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("ZSQ_QUIET", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    from pipeline.config import ModelConfig
+    from pipeline.models.loading import load_model
+
+    return load_model(ModelConfig())
+
+
+@pytest.fixture(scope="session")
+def fmnist_test() -> tuple[np.ndarray, np.ndarray]:
+    from benchmarks.fashion_mnist import load_split
+
+    return load_split("test")
+
+
+@pytest.fixture(scope="session")
+def fmnist_npz(tmp_path_factory, fmnist_test) -> Path:
+    """2,000 real test images as an --eval-data .npz (uint8, N×28×28 like the original files)."""
+    x, y = fmnist_test
+    path = tmp_path_factory.mktemp("evaldata") / "fmnist_test_2k.npz"
+    np.savez(path, images=np.round(x[:2000, 0] * 255).astype(np.uint8), labels=y[:2000])
+    return path

@@ -1,0 +1,139 @@
+"""The QDQ ONNX exporter on real onnxruntime: int8-sized, integer kernels only, same numbers as the fake-quant model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+import runtimes
+from exporters.onnx import check_integer, export_fp32, export_qdq
+from pipeline.errors import ExportError
+from pipeline.models import ModelCard, create_model
+from pipeline.quant.calibrate import calibrate
+from pipeline.quant.prepare import quantize_model
+from pipeline.quant.scheme import BitScheme
+from pipeline.stages.export import output_scale
+from tests.conftest import ROOT
+
+
+class ConcatHardswishNet(nn.Module):
+    """Depth-wise convs, a concat, ReLU6 and a residual add in one small model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+        self.pw = nn.Sequential(nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16))
+        self.branch = nn.Sequential(nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.head = nn.Sequential(nn.Conv2d(24, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.pw(self.dw(x))
+        x = torch.cat([x, self.branch(x)], 1)
+        return self.fc(torch.flatten(self.pool(self.head(x)), 1))
+
+
+def _quantized(model, shape, bits="w8a8", n=32):
+    q = quantize_model(model.eval(), BitScheme.parse(bits))
+    g = torch.Generator().manual_seed(0)
+    calibrate(q, [torch.rand(n, *shape, generator=g)])
+    return q
+
+
+MODELS = {
+    "resnet20": (lambda: create_model("resnet20", in_channels=1, num_classes=10, mean=[0.3], std=[0.35]), (1, 28, 28)),
+    "mobilenetv2": (lambda: create_model("mobilenetv2", in_channels=3, num_classes=10, width_mult=0.5), (3, 32, 32)),
+    "dw_concat_relu6": (ConcatHardswishNet, (3, 32, 32)),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("bits", ["w8a8", "w4a4"])
+def test_qdq_export_is_integer_and_matches_fake_quant(tmp_path, name, bits):
+    factory, shape = MODELS[name]
+    torch.manual_seed(0)
+    model = factory().eval()
+    q = _quantized(model, shape, bits)
+    card = ModelCard(name, shape, 10)
+    art = export_qdq(q, card, tmp_path / f"model.{bits}.onnx", bits)
+    fp = export_fp32(model, card, tmp_path / "model.fp32.onnx")
+    cov = check_integer(art, None, card, 1.0, tmp_path / "opt.onnx")
+    assert cov.share == 1.0 and cov.float_macs == 0 and not cov.float_nodes
+    assert cov.int_kernels.get("QLinearConv", 0) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    assert cov.int_kernels.get("QGemm", 0) == 1
+    optimized_ops = {n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node}
+    assert not optimized_ops & {"Conv", "FusedConv", "Gemm", "MatMul"}
+    if name != "dw_concat_relu6":
+        assert "Add" not in optimized_ops  # residual adds run as QLinearAdd
+    # int8 weights: the file is about a quarter of the FP32 one
+    if fp.size_bytes > 200_000:  # tiny models are dominated by graph overhead
+        assert art.size_bytes < 0.4 * fp.size_bytes
+    init_types = {i.data_type for i in onnx.load(str(art.path)).graph.initializer if len(i.dims) == 4}
+    assert init_types == {onnx.TensorProto.INT8}
+    # same numbers as the fake-quant model (exactly what was trained), within a few output LSBs
+    x = torch.rand(16, *shape, generator=torch.Generator().manual_seed(1))
+    y = runtimes.predict_batched(runtimes.load(art.path), x.numpy())
+    with torch.no_grad():
+        if bits == "w8a8":
+            ref = q(x).numpy()
+        else:  # A4 deploys as A8 inside the learned range: compare with the fake-quant model in that export mode
+            from exporters.onnx.export import export_mode
+
+            with export_mode(q, "onnx"):
+                ref = q(x).numpy()
+    lsb = output_scale(q)
+    assert np.abs(y - ref).max() <= 3 * lsb + 1e-6
+    assert (y.argmax(1) == ref.argmax(1)).mean() >= 0.9
+
+
+def test_w4_weights_stay_on_the_4bit_grid(tmp_path):
+    factory, shape = MODELS["resnet20"]
+    q = _quantized(factory(), shape, "w4a4")
+    art = export_qdq(q, ModelCard("r", shape, 10), tmp_path / "model.w4a8.onnx", "w4a8")
+    for init in onnx.load(str(art.path)).graph.initializer:
+        if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 4:
+            w = onnx.numpy_helper.to_array(init)
+            assert w.min() >= -7 and w.max() <= 7
+
+
+def test_gate_fails_naming_the_float_op(tmp_path):
+    class WithConv1d(nn.Module):  # Conv1d has no integer path in the exporter
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 4, 3)
+            self.bn = nn.BatchNorm2d(4)
+            self.c1 = nn.Conv1d(4, 4, 3)
+            self.fc = nn.Linear(4, 10)
+
+        def forward(self, x):
+            x = torch.relu(self.bn(self.c(x))).flatten(2)
+            return self.fc(self.c1(x).mean(2))
+
+    q = _quantized(WithConv1d(), (1, 12, 12))
+    art = export_qdq(q, ModelCard("c1", (1, 12, 12), 10), tmp_path / "m.onnx", "w8a8")
+    with pytest.raises(ExportError, match=r"c1/Conv.*\(Conv\)"):
+        check_integer(art, None, ModelCard("c1", (1, 12, 12), 10), 1.0)
+
+
+def test_runtimes_import_neither_torch_nor_tensorflow(tmp_path):
+    factory, shape = MODELS["resnet20"]
+    art = export_fp32(factory().eval(), ModelCard("r", shape, 10), tmp_path / "m.onnx")
+    code = (
+        "import sys, numpy as np, runtimes\n"
+        f"p = runtimes.load({str(art.path)!r})\n"
+        "y = runtimes.run_single(p, np.zeros((1, 1, 28, 28), np.float32))\n"
+        "assert y.shape == (1, 10)\n"
+        "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
