@@ -1,0 +1,108 @@
+"""`pipeline run` on the bundled model through the real CLI: a smoke budget, real Fashion-MNIST images for accuracy.
+
+The pipeline never sees Fashion-MNIST; the check stage reads 2,000 real test images
+only through ``--eval-data``, to measure what data-free quantization costs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_bad_input import pipeline
+
+SMOKE = ["--budget", "tiny", "--no-bench"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, fmnist_npz) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("runs") / "smoke"
+    res = pipeline("run", *SMOKE, "--eval-data", str(fmnist_npz), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out, res
+
+
+def test_run_writes_every_stage_artifact_and_a_summary(smoke_run):
+    out, res = smoke_run
+    for rel in ("config.json", "manifest.json", "report.json", "synthetic/train.npz", "synthetic/holdout.npz", "qat/student.pt",
+                "model.fp32.onnx", "model.w8a8.onnx", "check.json"):
+        assert (out / rel).exists(), rel
+    assert not list(out.rglob("*.tmp")), "temporary files left behind"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["stages"]) == {"synth", "qat", "export", "check", "report"}
+    assert {"torch", "onnxruntime", "numpy"} <= set(manifest["versions"])
+    assert manifest["seeds"]["synthesis"] != manifest["seeds"]["holdout"]
+    assert "model.w8a8.onnx" in res.stdout and "real acc" in res.stdout  # the end-of-run summary table
+
+
+def test_int8_onnx_agrees_with_fp_on_held_out_synthetic_and_on_real_images(smoke_run):
+    out, _ = smoke_run
+    check = json.loads((out / "check.json").read_text())
+    int8 = check["artifacts"]["model.w8a8.onnx"]
+    assert int8["runtime"] == "onnxruntime"
+    assert int8["vs_fp"]["top1_agreement"] >= 0.90
+    assert int8["vs_fake_quant"]["top1_agreement"] >= 0.99
+    fp_acc = check["eval_data"]["fp_accuracy"]
+    assert fp_acc >= 0.90  # the bundled model really is a trained Fashion-MNIST classifier
+    assert abs(int8["accuracy"] - fp_acc) <= 0.01, (int8["accuracy"], fp_acc)
+
+
+def test_report_records_integer_proof_and_input_contract(smoke_run):
+    out, _ = smoke_run
+    report = json.loads((out / "report.json").read_text())
+    arts = {a["path"]: a for a in report["artifacts"]}
+    int8 = arts["model.w8a8.onnx"]
+    assert int8["integer_coverage"]["share"] == 1.0
+    assert int8["integer_coverage"]["int_kernels"]["QLinearConv"] == 19  # every conv of ResNet-20
+    inp = int8["inputs"][0]
+    assert inp["shape"][1:] == [1, 28, 28] and inp["layout"] == "NCHW" and inp["dtype"] == "float32"
+    assert inp["pixel_range"] == [0.0, 1.0] and inp["normalization"] == "inside the model"
+    assert arts["model.w8a8.onnx"]["size_bytes"] < 0.4 * arts["model.fp32.onnx"]["size_bytes"]
+
+
+def test_second_run_skips_finished_stages_and_from_redoes(smoke_run, fmnist_npz):
+    out, _ = smoke_run
+    res = pipeline("run", *SMOKE, "--eval-data", str(fmnist_npz), "--out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    for stage in ("synth", "qat", "export", "check"):
+        assert f"[{stage}] up to date, skipped" in res.stderr
+    res = pipeline("run", *SMOKE, "--eval-data", str(fmnist_npz), "--out", str(out), "--from", "export")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "[qat] up to date, skipped" in res.stderr and "[export] running" in res.stderr
+
+
+def test_changed_qat_setting_reruns_qat_but_not_synthesis(smoke_run, fmnist_npz, tmp_path):
+    out, _ = smoke_run
+    res = pipeline("qat", *SMOKE, "--out", str(out), "--set", "qat.steps=3")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "[synth] up to date, skipped" in res.stderr and "[qat] running" in res.stderr
+
+
+def test_ctrl_c_leaves_the_run_resumable(tmp_path):
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "ZSQ_QUIET": "1", "PYTHONPATH": str(ROOT)}
+    # enough QAT steps that the interrupt lands inside the qat stage
+    cmd = [sys.executable, "-m", "pipeline", "run", *SMOKE, "--set", "qat.steps=100000", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    manifest = out / "manifest.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.exists() and "synth" in json.loads(manifest.read_text())["stages"]:
+            break
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "run the same command again to resume" in err
+    assert not (out / "qat" / "student.pt").exists()
+    res = pipeline("synth", *SMOKE, "--set", "qat.steps=100000", "--out", str(out))
+    assert res.returncode == 0 and "[synth] up to date, skipped" in res.stderr
