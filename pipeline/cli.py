@@ -28,10 +28,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--config", type=Path, help="YAML config (sections model, synthesis, qat, export, check)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="dotted override, wins over everything: qat.steps=2000")
-    g.add_argument("--budget", default="default", help="preset budget: default or tiny (smoke run)")
+    g.add_argument("--budget", default="default",
+                   help="preset budget: default, tiny (smoke run), or per method: fast (minutes on a 2-core CPU) / paper (published schedule, GPU)")
     g.add_argument("--bits", help="w8a8 (default), w4a4, w3a3, any wXaY")
     g.add_argument("--profile", choices=["deploy", "paper"], help="deploy (integer runtime) or paper (GDFQ protocol)")
-    g.add_argument("--method", help="synthesis method (default bn-inversion)")
+    g.add_argument("--method", help="synthesis method: bn-inversion (default), zeroq, gdfq, hast, lrq, zaq, fdda")
+    g.add_argument("--calib-data", help="real images for fdda (not data-free), >= 1 per class: ImageFolder dir or .npz (images, labels)")
     g.add_argument("--target", help="onnx (default), openvino, a comma list (onnx,openvino) or all")
     g.add_argument("--eval-data", help="real labelled data for accuracy: ImageFolder dir or .npz (images, labels)")
     g.add_argument("--seed", type=int, help="seed for synthesis and QAT")
@@ -49,7 +51,7 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
     cli = {
         "model.name": args.model, "model.weights": args.weights, "model.input_shape": args.input_shape,
         "model.num_classes": args.num_classes, "qat.bits": args.bits, "qat.profile": args.profile, "synthesis.method": args.method,
-        "export.targets": targets, "check.eval_data": args.eval_data, "out": args.out,
+        "export.targets": targets, "check.eval_data": args.eval_data, "out": args.out, "synthesis.calib_data": args.calib_data,
     }
     if args.seed is not None:
         cli.update({"synthesis.seed": args.seed, "qat.seed": args.seed, "synthesis.holdout_seed": args.seed + 1000})

@@ -22,6 +22,7 @@ from pipeline.errors import ConfigError
 CONFIG_VERSION = 1
 TARGETS = ("onnx", "openvino")
 DEFAULT_MODEL = "fmnist_resnet20"
+DEFAULT_METHOD = "bn-inversion"
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class SynthesisConfig:
-    method: str = "bn-inversion"
+    method: str = DEFAULT_METHOD
     num_images: int = 256  # training set for QAT
     holdout_images: int = 128  # disjoint set for the checks, never trained on
     seed: int = 0
     holdout_seed: int = 1000
     options: dict[str, Any] = field(default_factory=lambda: {"batch_size": 128, "iterations": 150})
+    # The held-out set for the checks is always plain bn-inversion (same images whatever the method).
+    holdout_options: dict[str, Any] = field(default_factory=lambda: {"batch_size": 128, "iterations": 150})
+    calib_data: str | None = None  # real images, >= 1 per class: only fdda (not data-free) uses them
 
     def __post_init__(self) -> None:
         if self.num_images < 2 or self.holdout_images < 1:
@@ -133,9 +137,62 @@ BUDGETS: dict[str, dict[str, Any]] = {
     # a smoke run that checks the whole path in about a minute on 2 cores
     "tiny": {
         "synthesis.num_images": 64, "synthesis.holdout_images": 64, "synthesis.options": {"batch_size": 64, "iterations": 40},
+        "synthesis.holdout_options": {"batch_size": 64, "iterations": 40},
         "qat.steps": 20, "qat.calib_images": 64, "check.num_runs": 20, "check.min_secs": 0.2, "check.warmup_min_secs": 0.1,
     },
 }
+
+# Per-method budgets: ``--budget fast`` / ``--budget paper`` pick the preset of the run's method
+# (``--method``, YAML or --set). ``fast`` fits a 2-core CPU in minutes on the bundled model, with the
+# same Q steps/batch/images for every method (equal budgets for comparisons); ``paper`` is the
+# published CIFAR schedule (methods.md §2), meant for a GPU host.
+_FAST_COMMON: dict[str, Any] = {
+    "synthesis.num_images": 128, "synthesis.holdout_images": 64, "synthesis.holdout_options": {"batch_size": 64, "iterations": 40},
+    "qat.steps": 40, "qat.batch_size": 32, "qat.calib_images": 128,
+    "check.num_runs": 20, "check.min_secs": 0.2, "check.warmup_min_secs": 0.1,
+}
+_GEN_FAST = {"warmup_steps": 40, "gen_batch_size": 32, "gen_width": 64}
+METHOD_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
+    "fast": {
+        "bn-inversion": {**_FAST_COMMON, "synthesis.options": {"batch_size": 64, "iterations": 40}},
+        "zeroq": {**_FAST_COMMON, "synthesis.options": {"batch_size": 64, "iterations": 40}, "qat.steps": 0},
+        "gdfq": {**_FAST_COMMON, "synthesis.options": dict(_GEN_FAST)},
+        "lrq": {**_FAST_COMMON, "synthesis.options": dict(_GEN_FAST)},
+        "fdda": {**_FAST_COMMON, "synthesis.options": {**_GEN_FAST, "gen_batch_size": 16}},
+        "zaq": {**_FAST_COMMON, "synthesis.options": {"gen_width": 64}},
+        "hast": {**_FAST_COMMON, "synthesis.options": {"batch_size": 64, "iterations": 40, "gen_warmup_steps": 40,
+                                                        "gen_batch_size": 16, "gen_width": 64}},
+    },
+    "paper": {  # CIFAR schedules: epochs × 200 iterations; ranges frozen after 4 epochs (GDFQ protocol)
+        "bn-inversion": {"synthesis.num_images": 5120, "synthesis.options": {"batch_size": 256, "iterations": 1000},
+                         "qat.steps": 30200, "qat.batch_size": 64, "qat.ema_freeze_step": 800},
+        "zeroq": {"synthesis.num_images": 32, "synthesis.options": {"batch_size": 32, "iterations": 500}, "qat.steps": 0,
+                  "qat.calib_images": 32},
+        "gdfq": {"synthesis.options": {"warmup_steps": 800, "gen_batch_size": 200}, "qat.steps": 79200,
+                 "qat.batch_size": 200, "qat.ema_freeze_step": 1},
+        "lrq": {"synthesis.options": {"warmup_steps": 800, "gen_batch_size": 200}, "qat.steps": 79200,
+                "qat.batch_size": 200, "qat.ema_freeze_step": 1},
+        "fdda": {"synthesis.options": {"warmup_steps": 10000, "gen_batch_size": 16}, "qat.steps": 70000,
+                 "qat.batch_size": 32, "qat.ema_freeze_step": 1},
+        "zaq": {"qat.steps": 90000, "qat.batch_size": 256},
+        "hast": {"synthesis.num_images": 5120, "synthesis.options": {"batch_size": 256, "iterations": 1000, "gen_warmup_steps": 800},
+                 "qat.steps": 30200, "qat.batch_size": 64, "qat.ema_freeze_step": 1},
+    },
+}
+
+
+def budget_preset(budget: str, method: str) -> dict[str, Any]:
+    """The overrides of a named budget: generic (``default``, ``tiny``) or per method (``fast``, ``paper``)."""
+    if budget in BUDGETS:
+        return BUDGETS[budget]
+    if budget not in METHOD_BUDGETS:
+        choices = [*BUDGETS, *METHOD_BUDGETS]
+        close = difflib.get_close_matches(budget, choices, n=1)
+        raise ConfigError(f"unknown budget {budget!r}" + (f"; did you mean {close[0]!r}?" if close else "") + f"; choose one of {', '.join(choices)}")
+    presets = METHOD_BUDGETS[budget]
+    if method not in presets:
+        raise ConfigError(f"budget {budget!r} has no preset for method {method!r}; methods with one: {', '.join(sorted(presets))}")
+    return presets[method]
 
 
 def _type_of(cls: type, name: str) -> Any:
@@ -260,18 +317,43 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return flatten(data.get("_data", data))
 
 
+def _user_options(layers: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The method options set in YAML/CLI/--set layers (None when none were)."""
+    user: dict[str, Any] | None = None
+    for layer in layers:
+        for k, v in layer.items():
+            if k == "synthesis.options":
+                user = {**(user or {}), **_convert(v, dict[str, Any], k)}
+            elif k.startswith("synthesis.options."):
+                user = {**(user or {}), k[len("synthesis.options."):]: v}
+    return user
+
+
 def build_config(budget: str = "default", yaml_path: Path | None = None, cli: dict[str, Any] | None = None,
                  sets: list[str] | None = None) -> RunConfig:
-    if budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
-    cfg = apply_overrides(RunConfig(), BUDGETS[budget])
-    if yaml_path is not None:
-        cfg = apply_overrides(cfg, load_yaml(yaml_path))
-    cfg = apply_overrides(cfg, {k: v for k, v in (cli or {}).items() if v is not None})
     parsed: dict[str, Any] = {}
     for item in sets or []:
         if "=" not in item:
             raise ConfigError(f"bad --set {item!r}: use section.key=value, e.g. qat.steps=2000")
         k, v = item.split("=", 1)
         parsed[k.strip()] = _parse_scalar(v)
-    return apply_overrides(cfg, parsed)
+    layers = [load_yaml(yaml_path) if yaml_path is not None else {}, {k: v for k, v in (cli or {}).items() if v is not None}, parsed]
+
+    def resolve(preset: dict[str, Any]) -> RunConfig:
+        cfg = apply_overrides(RunConfig(), preset)
+        for layer in layers:
+            cfg = apply_overrides(cfg, layer)
+        return cfg
+
+    method = resolve({}).synthesis.method  # a per-method budget: the method may come from any layer
+    if budget in BUDGETS:
+        preset = dict(BUDGETS[budget])
+        if method != DEFAULT_METHOD:  # generic budgets' options are bn-inversion's: use the method's fast ones
+            preset["synthesis.options"] = dict(METHOD_BUDGETS["fast"].get(method, {}).get("synthesis.options", {}))
+    else:
+        preset = budget_preset(budget, method)
+    user = _user_options(layers)
+    if user is not None:  # options given by the user extend the preset's instead of replacing them
+        preset = {**preset, "synthesis.options": {**preset.get("synthesis.options", {}), **user}}
+        layers[:] = [{k: v for k, v in layer.items() if not k.startswith("synthesis.options")} for layer in layers]
+    return resolve(preset)

@@ -104,3 +104,32 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> to
     """Logits for ``images`` in eval mode, batched."""
     model.eval()
     return torch.cat([model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+
+
+# --- pieces for methods that own their QAT loop (pipeline/synthesis/methods) ---
+
+
+def make_optimizer(student: nn.Module, settings: QATSettings) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimiser every method's Q step uses (same as :func:`train_qat`): Adam, weights and ranges apart, cosine."""
+    opt = torch.optim.Adam(_param_groups(student, settings))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, settings.steps))))
+    return opt, sched
+
+
+def start_training(student: nn.Module, teacher: nn.Module) -> None:
+    """Teacher and student in eval (BN frozen, GDFQ/HAST), quantizers in train mode (EMA ranges move)."""
+    teacher.eval()
+    student.eval()
+    for q in quantizers(student):
+        q.train()
+
+
+def step_ranges(student: nn.Module, settings: QATSettings, step: int) -> None:
+    if settings.ema_freeze_step and step == settings.ema_freeze_step:
+        for q in quantizers(student):
+            q.ema_frozen = True
+
+
+def finish_training(student: nn.Module) -> None:
+    for q in quantizers(student):
+        q.eval()

@@ -1,4 +1,9 @@
-"""Stage 2: build the fake-quant model, initialise ranges on synthetic data, train it with KD."""
+"""Stage 2: build the fake-quant model; the method initialises its ranges and trains it (default: KD on the pool).
+
+The method (``synthesis.method`` with its options) owns calibration and the QAT
+loop (:class:`pipeline.synthesis.base.Strategy`); the pool written by the synth
+stage records the method's options, so changing one re-keys this stage too.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline.quant.calibrate import calibrate
 from pipeline.quant.prepare import QuantProfile, quantize_model
-from pipeline.quant.qat import QATSettings, predict, train_qat
+from pipeline.quant.qat import QATSettings, predict
 from pipeline.quant.scheme import BitScheme
 from pipeline.runner import RunContext, write_json
 from pipeline.stages.synth import HOLDOUT, TRAIN
-from pipeline.synthesis import SyntheticSet
+from pipeline.synthesis import QATJob, SyntheticSet, create_method
 
 STUDENT, METRICS = "qat/student.pt", "qat/qat.json"
 
@@ -42,31 +46,32 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run(ctx: RunContext) -> None:
-    teacher, _ = ctx.teacher()
+    teacher, card = ctx.teacher()
     q = ctx.cfg.qat
     train = SyntheticSet.load(ctx.run_dir / TRAIN)
     holdout = SyntheticSet.load(ctx.run_dir / HOLDOUT)
-    x, y = torch.from_numpy(train.images), torch.from_numpy(train.labels)
     xh = torch.from_numpy(holdout.images)
     torch.manual_seed(q.seed)
     student = build_student(ctx)
     t0 = time.time()
-    calib = x[: q.calib_images]
-    calibrate(student, [calib[i : i + 64] for i in range(0, len(calib), 64)], act_init=q.act_init)
+    method_name = train.meta.get("method", ctx.cfg.synthesis.method)
+    method = create_method(method_name, train.meta.get("options", ctx.cfg.synthesis.options))
+    settings = QATSettings(steps=q.steps, batch_size=q.batch_size, lr=q.lr, quant_lr=q.quant_lr, temperature=q.temperature,
+                           ce_weight=q.ce_weight, ema_freeze_step=q.ema_freeze_step)
+    job = QATJob(student, teacher, card, train, settings, seed=q.seed, calib_images=q.calib_images, act_init=q.act_init, log=ctx.log)
+    method.calibrate(job)
     fp_h = predict(teacher, xh)
     start = agreement(predict(student, xh), fp_h)
     ctx.log(f"  {scheme(ctx).name} ({q.profile}): after range init, top-1 agreement with FP on held-out = {start:.1%}")
-    settings = QATSettings(steps=q.steps, batch_size=q.batch_size, lr=q.lr, quant_lr=q.quant_lr, temperature=q.temperature,
-                           ce_weight=q.ce_weight, ema_freeze_step=q.ema_freeze_step)
-    losses = train_qat(student, teacher, x, y, settings, seed=q.seed) if q.steps else []
+    losses = method.train(job)
     end = agreement(predict(student, xh), fp_h)
-    ctx.log(f"  after {q.steps} QAT steps: agreement {end:.1%}")
+    ctx.log(f"  after {len(losses)} QAT steps ({method_name}): agreement {end:.1%}")
     out = ctx.path(STUDENT)
     tmp = out.with_name(out.name + ".tmp")
     torch.save(student.state_dict(), tmp)
     tmp.replace(out)
     write_json(ctx.path(METRICS), {
-        "scheme": scheme(ctx).name, "profile": q.profile, "meta": student.zsq_meta, "seconds": round(time.time() - t0, 2),
+        "scheme": scheme(ctx).name, "profile": q.profile, "method": method_name, "steps": len(losses), "meta": student.zsq_meta, "seconds": round(time.time() - t0, 2),
         "holdout_agreement_after_init": start, "holdout_agreement_after_qat": end,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "loss_curve": [round(v, 5) for v in losses[:: max(1, len(losses) // 100)]],

@@ -1,18 +1,31 @@
 """The synthesis strategy protocol and its registry.
 
-A method is a small config dataclass plus a class with ``synthesize``; the
-registry maps names to both, so ``--set synthesis.method=hast`` needs no
-if/elif anywhere. Inversion methods return a fixed pool of images; generator
-methods (GDFQ, ZAQ, LRQ) also return a pool for the checks and may hand QAT a
-stream through ``qat_hooks`` (later issue).
+A method is a small config dataclass plus a class with ``synthesize``,
+``calibrate`` and ``train``; the registry maps names to both, so
+``--method hast`` needs no if/elif anywhere.
+
+* ``synthesize`` (synth stage) returns the method's pool: the fixed image set
+  of an inversion method (ZeroQ, HAST), or samples of the warmed-up generator
+  of a generator method (GDFQ, LRQ, FDDA, ZAQ), whose weights ride along in
+  ``SyntheticSet.extras`` so the qat stage can continue training it.
+* ``calibrate`` (qat stage) initialises the quantizer ranges; default: on the pool.
+* ``train`` (qat stage) owns the QAT loop; default (:class:`Strategy`): KD on
+  the fixed pool with :func:`pipeline.quant.qat.train_qat`. Generator methods
+  train their generator jointly with the quantized model here.
+
+The held-out set for the checks is *not* the method's: the synth stage always
+makes it by plain BN inversion from another seed, so every method is judged on
+the same images.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
+import numpy as np
+import torch
 from torch import nn
 
 from pipeline.errors import ConfigError
@@ -20,10 +33,60 @@ from pipeline.models.card import ModelCard
 from pipeline.synthesis.dataset import SyntheticSet
 
 
+@dataclass(frozen=True)
+class RealData:
+    """Real labelled images a data-needing method (FDDA) was given with ``--calib-data``."""
+
+    images: np.ndarray  # float32 N×C×H×W in the card's pixel range
+    labels: np.ndarray  # int64 N
+
+
+@dataclass
+class QATJob:
+    """Everything a method's ``calibrate``/``train`` gets from the qat stage."""
+
+    student: nn.Module  # fake-quant model (ranges not yet initialised before ``calibrate``)
+    teacher: nn.Module
+    card: ModelCard
+    pool: SyntheticSet
+    settings: Any  # pipeline.quant.qat.QATSettings
+    seed: int = 0
+    calib_images: int = 256
+    act_init: str = "mse"
+    log: Callable[[str], None] = field(default=lambda _m: None)
+
+
 class Synthesizer(Protocol):
     name: str
+    needs_calib_data: bool
 
-    def synthesize(self, teacher: nn.Module, card: ModelCard, num_images: int, seed: int) -> SyntheticSet: ...
+    def synthesize(self, teacher: nn.Module, card: ModelCard, num_images: int, seed: int,
+                   calib: RealData | None = None) -> SyntheticSet: ...
+
+    def calibrate(self, job: QATJob) -> None: ...
+
+    def train(self, job: QATJob) -> list[float]: ...
+
+
+class Strategy:
+    """Default ``calibrate`` and ``train``: ranges from the pool, then KD on the pool (the fixed-pool methods)."""
+
+    name = "strategy"
+    needs_calib_data = False
+
+    def calibrate(self, job: QATJob) -> None:
+        from pipeline.quant.calibrate import calibrate
+
+        x = torch.from_numpy(job.pool.images[: job.calib_images])
+        calibrate(job.student, [x[i : i + 64] for i in range(0, len(x), 64)], act_init=job.act_init)
+
+    def train(self, job: QATJob) -> list[float]:
+        from pipeline.quant.qat import train_qat
+
+        if not job.settings.steps:
+            return []
+        x, y = torch.from_numpy(job.pool.images), torch.from_numpy(job.pool.labels)
+        return train_qat(job.student, job.teacher, x, y, job.settings, seed=job.seed)
 
 
 @dataclass(frozen=True)
@@ -60,4 +123,8 @@ def create_method(name: str, overrides: dict[str, Any] | None = None) -> Synthes
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ConfigError(f"method {name!r} has no option(s) {', '.join(unknown)}; options: {', '.join(sorted(known))}")
-    return _METHODS[name].factory(cfg_cls(**overrides))
+    try:
+        cfg = cfg_cls(**overrides)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"method {name!r}: bad option value ({exc})") from None
+    return _METHODS[name].factory(cfg)

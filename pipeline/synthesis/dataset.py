@@ -1,4 +1,8 @@
-"""The synthetic set on disk: images, labels, the seed and the method that made it."""
+"""The synthetic set on disk: images, labels, the seed and the method that made it.
+
+``extras`` holds named arrays a method needs in the qat stage (a generator's
+weights, FDDA's real calibration images); saved as ``extra__<name>``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+_EXTRA = "extra__"
+
 
 @dataclass
 class SyntheticSet:
@@ -17,6 +23,7 @@ class SyntheticSet:
     seed: int
     method: str
     meta: dict = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -26,10 +33,12 @@ class SyntheticSet:
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez_compressed(tmp, images=self.images.astype(np.float32), labels=self.labels.astype(np.int64),
-                            seed=np.int64(self.seed), method=np.str_(self.method), meta=np.str_(json.dumps(self.meta)))
+                            seed=np.int64(self.seed), method=np.str_(self.method), meta=np.str_(json.dumps(self.meta)),
+                            **{_EXTRA + k: np.asarray(v) for k, v in self.extras.items()})
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path) -> "SyntheticSet":
         with np.load(path, allow_pickle=False) as z:
-            return cls(z["images"], z["labels"], int(z["seed"]), str(z["method"]), json.loads(str(z["meta"])))
+            extras = {k[len(_EXTRA):]: z[k] for k in z.files if k.startswith(_EXTRA)}
+            return cls(z["images"], z["labels"], int(z["seed"]), str(z["method"]), json.loads(str(z["meta"])), extras)

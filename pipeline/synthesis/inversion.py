@@ -23,7 +23,7 @@ from torch import nn
 from pipeline.models.card import ModelCard
 from pipeline.progress import progress
 from pipeline.synthesis import augment as aug
-from pipeline.synthesis.base import register_method
+from pipeline.synthesis.base import RealData, Strategy, register_method
 from pipeline.synthesis.bn_stats import BNStatHook, BNTargets, bn_statistics_loss, require_batchnorm
 from pipeline.synthesis.dataset import SyntheticSet
 from pipeline.synthesis.priors import l2_norm, total_variation
@@ -75,7 +75,7 @@ def balanced_labels(n: int, num_classes: int, gen: torch.Generator) -> torch.Ten
     return labels[torch.randperm(n, generator=gen)]
 
 
-class BNInversion:
+class BNInversion(Strategy):
     """Shared core; methods built on direct inversion subclass or configure it."""
 
     name = "bn-inversion"
@@ -83,8 +83,16 @@ class BNInversion:
     def __init__(self, cfg: InversionConfig) -> None:
         self.cfg = cfg
 
-    def synthesize(self, teacher: nn.Module, card: ModelCard, num_images: int, seed: int) -> SyntheticSet:
-        cfg = self.cfg
+    def inversion_config(self, card: ModelCard) -> InversionConfig:
+        return self.cfg
+
+    def extra_loss(self, x: torch.Tensor, card: ModelCard) -> torch.Tensor:
+        """Hook for subclasses: a term added to the inversion loss (ZeroQ: input statistics)."""
+        return torch.zeros(())
+
+    def synthesize(self, teacher: nn.Module, card: ModelCard, num_images: int, seed: int,
+                   calib: RealData | None = None) -> SyntheticSet:
+        cfg = self.inversion_config(card)
         bns = require_batchnorm(teacher, self.name)
         teacher.eval()
         for p in teacher.parameters():
@@ -119,6 +127,7 @@ class BNInversion:
                     loss = cfg.bn_weight * bn_statistics_loss(hook, targets, cfg.stat_loss, cfg.first_bn_weight)
                     loss = loss + cfg.label_weight * label_loss(logits, y, cfg.label_loss, cfg.focal_gamma)
                     loss = loss + cfg.tv_weight * total_variation(x) + cfg.l2_weight * l2_norm(x, mean)
+                    loss = loss + self.extra_loss(x, card)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -132,7 +141,7 @@ class BNInversion:
         bar.close()
         for p in teacher.parameters():
             p.requires_grad_(True)
-        meta = {"config": self.cfg.__dict__, "final_loss_per_batch": final_losses}
+        meta = {"config": dict(self.cfg.__dict__), "final_loss_per_batch": final_losses}
         return SyntheticSet(out.numpy(), labels.numpy().astype(np.int64), seed, self.name, meta)
 
 

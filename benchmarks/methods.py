@@ -1,0 +1,180 @@
+"""Benchmark: every synthesis method on the bundled Fashion-MNIST ResNet-20, real test accuracy (issue 5).
+
+Not a test. For each seed, each method's pool is synthesized once (it does not
+depend on the bit width), then for each bit width the ``deploy`` fake-quant
+model is built, calibrated and trained by the method with the *same* budget
+(the per-method ``fast`` presets of :mod:`pipeline.config` share Q steps, batch
+and pool size), and its **final** accuracy on the real 10k test split is
+measured. Two references from the same run: FP accuracy, and the default KD QAT
+loop on real training images with the same steps/batch (the upper bound).
+FDDA gets 1 real image per class from the *train* split as ``--calib-data``.
+
+    python -m benchmarks.methods --seeds 0 1 2 --bits w4a4 w3a3 --budget fast \\
+        --out /work/scratch/methods/bench.json
+    python -m benchmarks.methods --render /work/scratch/methods/bench.json   # markdown table
+
+Results are appended to the JSON after every run, so an interrupted benchmark
+keeps what finished and resumes (finished rows are skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+METHODS = ("zeroq", "gdfq", "hast", "lrq", "zaq", "fdda")
+REAL = "real-data QAT"
+
+
+def _settings(cfg):
+    from pipeline.quant.qat import QATSettings
+
+    q = cfg.qat
+    return QATSettings(steps=q.steps, batch_size=q.batch_size, lr=q.lr, quant_lr=q.quant_lr, temperature=q.temperature,
+                       ce_weight=q.ce_weight, ema_freeze_step=q.ema_freeze_step)
+
+
+def one_per_class(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int):
+    from pipeline.synthesis import RealData
+
+    rng = np.random.default_rng(seed)
+    idx = [int(rng.choice(np.flatnonzero(y == k))) for k in range(num_classes)]
+    return RealData(x[idx], y[idx])
+
+
+def accuracy(model, x: torch.Tensor, y: np.ndarray) -> float:
+    from pipeline.quant.qat import predict
+
+    with torch.inference_mode():
+        return float((predict(model, x, batch_size=1000).argmax(1).numpy() == y).mean())
+
+
+def run(args: argparse.Namespace) -> None:
+    from benchmarks.fashion_mnist import load_split
+    from pipeline.config import ModelConfig, build_config
+    from pipeline.models.loading import load_model
+    from pipeline.quant.prepare import QuantProfile, quantize_model
+    from pipeline.quant.scheme import BitScheme
+    from pipeline.synthesis import QATJob, SyntheticSet, create_method
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    res = json.loads(out.read_text()) if out.exists() else {"runs": []}
+    done = {(r["method"], r["bits"], r["seed"]) for r in res["runs"]}
+    teacher, card = load_model(ModelConfig())
+    xt, yt = load_split("test")
+    xtr, ytr = load_split("train")
+    xt_t = torch.from_numpy(xt[: args.test_limit] if args.test_limit else xt)
+    yt = yt[: args.test_limit] if args.test_limit else yt
+    if "fp_accuracy" not in res:
+        res["fp_accuracy"] = accuracy(teacher, xt_t, yt)
+    res["command"] = "python -m benchmarks.methods " + " ".join(sys.argv[1:])
+    res["budget"] = args.budget
+    res["threads"] = args.threads
+    res["test_images"] = int(len(yt))
+
+    def save() -> None:
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(res, indent=1))
+        os.replace(tmp, out)
+
+    save()
+    print(f"FP accuracy {res['fp_accuracy']:.4f}", flush=True)
+    for seed in args.seeds:
+        for method in [*args.methods, REAL] if args.real else args.methods:
+            todo = [b for b in args.bits if (method, b, seed) not in done]
+            if not todo:
+                continue
+            name = "bn-inversion" if method == REAL else method
+            cfg = build_config(args.budget, cli={"synthesis.method": name, "synthesis.seed": seed, "qat.seed": seed,
+                                                 "synthesis.holdout_seed": seed + 1000})
+            strategy = create_method(name, cfg.synthesis.options)
+            t0 = time.time()
+            if method == REAL:  # the upper bound: the default KD loop on real training images, same steps and batch
+                rng = np.random.default_rng(seed)
+                idx = rng.permutation(len(ytr))[: max(cfg.synthesis.num_images, cfg.qat.steps * cfg.qat.batch_size)]
+                pool = SyntheticSet(xtr[idx], ytr[idx], seed, REAL)
+            else:
+                calib = one_per_class(xtr, ytr, card.num_classes, seed) if strategy.needs_calib_data else None
+                torch.manual_seed(seed)
+                pool = strategy.synthesize(teacher, card, cfg.synthesis.num_images, seed, calib=calib)
+            synth_s = time.time() - t0
+            for bits in todo:
+                torch.manual_seed(seed)
+                student = quantize_model(teacher, BitScheme.parse(bits, None), QuantProfile.named("deploy"))
+                job = QATJob(student, teacher, card, pool, _settings(cfg), seed=seed, calib_images=cfg.qat.calib_images)
+                t1 = time.time()
+                strategy.calibrate(job)
+                acc_init = accuracy(student, xt_t, yt) if args.init_acc else None
+                t2 = time.time()
+                losses = strategy.train(job)
+                qat_s = time.time() - t2 + (t2 - t1 if not args.init_acc else 0.0)
+                acc = accuracy(student, xt_t, yt)
+                row = {"method": method, "bits": bits, "seed": seed, "accuracy": acc, "accuracy_after_calibration": acc_init,
+                       "synth_seconds": round(synth_s, 1), "qat_seconds": round(qat_s, 1), "steps": len(losses),
+                       "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
+                res["runs"].append(row)
+                save()
+                print(json.dumps(row), flush=True)
+
+
+def render(path: Path) -> str:
+    res = json.loads(Path(path).read_text())
+    runs = res["runs"]
+    bits = sorted({r["bits"] for r in runs}, key=lambda b: -int(b[1:].split("a")[0]))
+    methods = [m for m in (*METHODS, REAL) if any(r["method"] == m for r in runs)]
+
+    def cell(m: str, b: str, key: str = "accuracy") -> str:
+        v = [r[key] for r in runs if r["method"] == m and r["bits"] == b and r.get(key) is not None]
+        if not v:
+            return "–"
+        if key != "accuracy":
+            return f"{statistics.mean(v):.0f}"
+        sd = statistics.stdev(v) if len(v) > 1 else 0.0
+        return f"{100 * statistics.mean(v):.2f} ± {100 * sd:.2f} (n={len(v)})"
+
+    def secs(m: str, b: str) -> str:
+        v = [r["synth_seconds"] + r["qat_seconds"] for r in runs if r["method"] == m and r["bits"] == b]
+        return f"{statistics.mean(v):.0f}" if v else "–"
+
+    head = "| method | " + " | ".join(f"{b.upper()} top-1 % | {b.upper()} wall s" for b in bits) + " |"
+    sep = "|---|" + "---:|---:|" * len(bits)
+    lines = [f"FP (same run, {res.get('test_images', 10000)} test images): **{100 * res['fp_accuracy']:.2f}%**", "", head, sep]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(f"{cell(m, b)} | {secs(m, b)}" for b in bits) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--bits", nargs="+", default=["w4a4", "w3a3"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    p.add_argument("--no-real", dest="real", action="store_false", help="skip the real-data QAT reference")
+    p.add_argument("--budget", default="fast")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images (default: all 10k)")
+    p.add_argument("--init-acc", action="store_true", help="also measure accuracy right after calibration")
+    p.add_argument("--out", default="/work/scratch/methods/bench.json")
+    p.add_argument("--render", metavar="JSON", help="print the markdown table of a results file and exit")
+    args = p.parse_args(argv)
+    if args.render:
+        print(render(Path(args.render)))
+        return 0
+    os.environ.setdefault("ZSQ_QUIET", "1")
+    run(args)
+    print(render(Path(args.out)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Generators for the generator-based methods (GDFQ, LRQ, ZAQ, FDDA, HAST's range warm-up).
+
+:class:`Generator` is GDFQ's CIFAR generator (methods.md §2.3), sized from the
+model card: ``z ⊙ Embedding(y)`` (or ``z`` alone, unconditional, for ZAQ) →
+Linear → 128×(H/4)×(W/4) → BN → ×2 → Conv3×3 → BN → LReLU(0.2) → ×2 → Conv3×3 →
+BN → LReLU → Conv3×3 → tanh → BN(C, affine=False). The last BN makes the output
+~N(0, 1) per channel, i.e. the *normalised* input space; :func:`to_pixels` maps
+it back to the card's pixel range (the model normalises inside).
+
+GDFQ writes ``nn.BatchNorm2d(C, 0.8)``, which sets eps=0.8, not momentum; that
+quirk is ``bn_eps=0.8`` here, off by default (eps=1e-5).
+
+``lka=True`` inserts a Large Kernel Attention block (VAN: depth-wise k×k →
+dilated depth-wise → 1×1, output ⊙ input) after each up-sampling block: LRQ's
+long-range generator (§2.10; kernel sizes and placement are not published, see
+:class:`pipeline.synthesis.methods.lrq.LRQConfig`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.models.card import ModelCard
+
+
+class LKA(nn.Module):
+    """Large Kernel Attention: x ⊙ pw(dw_dilated(dw(x)))."""
+
+    def __init__(self, channels: int, kernel: int = 5, dilated_kernel: int = 7, dilation: int = 3) -> None:
+        super().__init__()
+        self.dw = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels)
+        self.dw_dilated = nn.Conv2d(channels, channels, dilated_kernel, padding=(dilated_kernel // 2) * dilation,
+                                    dilation=dilation, groups=channels)
+        self.pw = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.pw(self.dw_dilated(self.dw(x)))
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    latent_dim: int = 100
+    width: int = 128  # GDFQ: 128 → 128 → 64 channels
+    conditional: bool = True
+    bn_eps: float = 1e-5  # GDFQ's code: 0.8 (the eps quirk)
+    lka: bool = False
+    lka_kernel: int = 5
+    lka_dilated_kernel: int = 7
+    lka_dilation: int = 3
+
+
+class Generator(nn.Module):
+    def __init__(self, spec: GeneratorSpec, input_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        self.spec = spec
+        c, h, w = input_shape
+        self.out_hw = (h, w)
+        self.init_hw = (math.ceil(h / 4), math.ceil(w / 4))
+        wd = spec.width
+        self.num_classes = num_classes
+        self.embed = nn.Embedding(num_classes, spec.latent_dim) if spec.conditional else None
+        self.fc = nn.Linear(spec.latent_dim, wd * self.init_hw[0] * self.init_hw[1])
+        self.bn0 = nn.BatchNorm2d(wd)
+        self.conv1 = nn.Conv2d(wd, wd, 3, 1, 1)
+        self.bn1 = nn.BatchNorm2d(wd, eps=spec.bn_eps)
+        self.conv2 = nn.Conv2d(wd, wd // 2, 3, 1, 1)
+        self.bn2 = nn.BatchNorm2d(wd // 2, eps=spec.bn_eps)
+        self.conv3 = nn.Conv2d(wd // 2, c, 3, 1, 1)
+        self.bn_out = nn.BatchNorm2d(c, affine=False)
+        if spec.lka:
+            self.lka1: nn.Module = LKA(wd, spec.lka_kernel, spec.lka_dilated_kernel, spec.lka_dilation)
+            self.lka2: nn.Module = LKA(wd // 2, spec.lka_kernel, spec.lka_dilated_kernel, spec.lka_dilation)
+        else:
+            self.lka1 = self.lka2 = nn.Identity()
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.embed is not None:
+            if labels is None:
+                raise ValueError("a conditional generator needs labels")
+            z = z * self.embed(labels)
+        x = self.bn0(self.fc(z).view(z.shape[0], -1, *self.init_hw))
+        x = F.interpolate(x, scale_factor=2)
+        x = self.lka1(F.leaky_relu(self.bn1(self.conv1(x)), 0.2))
+        x = F.interpolate(x, scale_factor=2)
+        x = self.lka2(F.leaky_relu(self.bn2(self.conv2(x)), 0.2))
+        x = torch.tanh(self.conv3(x))
+        if tuple(x.shape[-2:]) != self.out_hw:
+            x = F.interpolate(x, size=self.out_hw, mode="bilinear", align_corners=False)
+        return self.bn_out(x)
+
+
+def to_pixels(g: torch.Tensor, card: ModelCard) -> torch.Tensor:
+    """Normalised-space generator output → the card's pixel space, clipped to its range."""
+    mean = torch.tensor(card.mean, dtype=g.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(card.std, dtype=g.dtype).view(1, -1, 1, 1)
+    lo, hi = card.pixel_range
+    return (mean + std * g).clamp(lo, hi)
+
+
+class Sampler:
+    """Draws (images in pixel space, labels) from a generator with a seeded torch.Generator."""
+
+    def __init__(self, generator: Generator, card: ModelCard, seed: int) -> None:
+        self.g, self.card = generator, card
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def labels(self, n: int, cls: int | None = None) -> torch.Tensor:
+        if cls is not None:
+            return torch.full((n,), cls, dtype=torch.long)
+        return torch.randint(0, self.card.num_classes, (n,), generator=self.rng)
+
+    def __call__(self, n: int, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.labels(n) if labels is None else labels
+        z = torch.randn(n, self.g.spec.latent_dim, generator=self.rng)
+        return to_pixels(self.g(z, y if self.g.embed is not None else None), self.card), y
+
+    @torch.no_grad()
+    def pool(self, n: int, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` images with balanced labels, sampled in train mode (batch statistics, as during training)."""
+        y = torch.arange(n) % self.card.num_classes
+        y = y[torch.randperm(n, generator=self.rng)]
+        out = [self(len(y[i : i + batch_size]), y[i : i + batch_size])[0] for i in range(0, n, batch_size)]
+        return torch.cat(out).numpy(), y.numpy().astype(np.int64)
+
+
+def generator_optimizer(g: Generator, lr: float = 1e-3) -> torch.optim.Optimizer:
+    """GDFQ/ZAQ: Adam lr 1e-3, betas (0.5, 0.999)."""
+    return torch.optim.Adam(g.parameters(), lr=lr, betas=(0.5, 0.999))
+
+
+def state_to_arrays(g: nn.Module, prefix: str = "generator.") -> dict[str, np.ndarray]:
+    return {prefix + k: v.detach().cpu().numpy() for k, v in g.state_dict().items()}
+
+
+def arrays_to_state(g: nn.Module, arrays: dict[str, np.ndarray], prefix: str = "generator.") -> None:
+    state = {k[len(prefix):]: torch.from_numpy(np.asarray(v)) for k, v in arrays.items() if k.startswith(prefix)}
+    g.load_state_dict(state)
+
+
+class TeacherProbe:
+    """The frozen teacher as a generator's critic: logits, BN input statistics and (optionally) penultimate features.
+
+    Use as a context manager: the teacher's parameters stop requiring gradients
+    inside (gradients still reach the images) and are restored on exit.
+    """
+
+    def __init__(self, teacher: nn.Module, method: str, per_sample: bool = False, penultimate: bool = False) -> None:
+        from pipeline.synthesis.bn_stats import BNStatHook, BNTargets, require_batchnorm
+
+        self.teacher = teacher.eval()
+        self.bns = require_batchnorm(teacher, method)
+        self.hook = BNStatHook(self.bns, per_sample=per_sample)
+        self.running = BNTargets.running(self.bns)
+        self.features: torch.Tensor | None = None
+        self.fc: nn.Linear | None = None
+        self._handles = []
+        if penultimate:
+            linears = [m for m in teacher.modules() if isinstance(m, nn.Linear)]
+            if not linears:
+                from pipeline.errors import ModelLoadError
+
+                raise ModelLoadError(f"{method} needs a final nn.Linear classifier (its angular margin uses the class weights)")
+            self.fc = linears[-1]
+            self._handles.append(self.fc.register_forward_pre_hook(self._grab))
+        self._grad_flags = [p.requires_grad for p in teacher.parameters()]
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    def _grab(self, _m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        self.features = inputs[0]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(x)
+
+    def bns_loss(self, targets=None, layers: slice | None = None) -> torch.Tensor:
+        from pipeline.synthesis.bn_stats import bn_statistics_loss
+
+        return bn_statistics_loss(self.hook, targets or self.running, "mse", layers=layers)
+
+    def close(self) -> None:
+        self.hook.remove()
+        for h in self._handles:
+            h.remove()
+        for p, flag in zip(self.teacher.parameters(), self._grad_flags):
+            p.requires_grad_(flag)
+
+    def __enter__(self) -> "TeacherProbe":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,113 @@
+"""ZAQ (CVPR 2021): an unconditional generator trained adversarially against the quantized model (§2.5).
+
+Per iteration: 5 Q steps, then 1 G step, on fresh samples.
+``L_Q = L1(q_logit, p_logit) + α·SCRM(f_q, f_p)``; ``L_G = −L1 − α·SCRM −
+β·mean|f_p^last|`` (α=1, β=0.1, γ=0.1 relation residual), SCRM on the output of
+each stage (the last block at each resolution). ``qat.steps`` counts Q steps.
+
+ZAQ has no warm-up: the pool (used to initialise the ranges) is samples of the
+freshly initialised generator, which is what ZAQ's running min/max ranges see
+first. Deviations: the pipeline's Adam/cosine optimiser for Q (ZAQ: SGD lr
+0.1, m 0.9, wd 5e-4); Q's BN stays frozen (ZAQ's code trains Q in ``train()``
+mode, so its BN statistics adapt; in ``deploy`` BN is folded anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.models.card import ModelCard
+from pipeline.progress import progress
+from pipeline.quant.distill import scrm
+from pipeline.quant.features import FeaturePair
+from pipeline.quant.qat import finish_training, make_optimizer, start_training, step_ranges
+from pipeline.synthesis.base import QATJob, RealData, Strategy, register_method
+from pipeline.synthesis.dataset import SyntheticSet
+from pipeline.synthesis.generator import (Generator, GeneratorSpec, Sampler, arrays_to_state, generator_optimizer,
+                                          state_to_arrays)
+
+
+@dataclass(frozen=True)
+class ZAQConfig:
+    latent_dim: int = 256
+    gen_width: int = 128
+    gen_lr: float = 1e-3
+    q_steps_per_gen_step: int = 5
+    alpha: float = 1.0
+    beta: float = 0.1
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.latent_dim < 1 or self.gen_width < 2 or self.q_steps_per_gen_step < 1:
+            raise ValueError("latent_dim >= 1, gen_width >= 2 and q_steps_per_gen_step >= 1 are required")
+
+
+def discrepancy(pair: FeaturePair, x: torch.Tensor, alpha: float, gamma: float,
+                teacher_grad: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """L1(q, p) + α·SCRM and the teacher's features (for the G step's magnitude term)."""
+    with torch.set_grad_enabled(teacher_grad):
+        t_logits, t_feats = pair.teacher(x)
+    s_logits, s_feats = pair.student(x)
+    return F.l1_loss(s_logits, t_logits) + alpha * scrm(s_feats, t_feats, gamma), t_feats
+
+
+class ZAQ(Strategy):
+    name = "zaq"
+
+    def __init__(self, cfg: ZAQConfig) -> None:
+        self.cfg = cfg
+
+    def spec(self) -> GeneratorSpec:
+        return GeneratorSpec(latent_dim=self.cfg.latent_dim, width=self.cfg.gen_width, conditional=False)
+
+    def synthesize(self, teacher: torch.nn.Module, card: ModelCard, num_images: int, seed: int,
+                   calib: RealData | None = None) -> SyntheticSet:
+        torch.manual_seed(seed)
+        g = Generator(self.spec(), card.input_shape, card.num_classes).train()
+        images, labels = Sampler(g, card, seed).pool(num_images)
+        with torch.no_grad():
+            labels = torch.cat([teacher(torch.from_numpy(images[i : i + 128])).argmax(1) for i in range(0, len(images), 128)])
+        meta = {"config": asdict(self.cfg), "role": "samples of the initial generator (range calibration)",
+                "labels": "teacher's predictions (ZAQ is unconditional)"}
+        return SyntheticSet(images, labels.numpy(), seed, self.name, meta, extras=state_to_arrays(g))
+
+    def train(self, job: QATJob) -> list[float]:
+        s, c = job.settings, self.cfg
+        if not s.steps:
+            return []
+        g = Generator(self.spec(), job.card.input_shape, job.card.num_classes)
+        arrays_to_state(g, job.pool.extras)
+        g.train()
+        sampler = Sampler(g, job.card, job.seed + 7)
+        example = torch.from_numpy(job.pool.images[:2])
+        pair = FeaturePair(job.teacher, job.student, "stages", example)
+        opt_g = generator_optimizer(g, c.gen_lr)
+        opt_q, sched = make_optimizer(job.student, s)
+        start_training(job.student, job.teacher)
+        losses = []
+        for step in progress(range(s.steps), desc="zaq qat"):
+            step_ranges(job.student, s, step)
+            with torch.no_grad():
+                x, _ = sampler(s.batch_size)
+            loss, _ = discrepancy(pair, x, c.alpha, c.gamma)
+            opt_q.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_q.step()
+            sched.step()
+            losses.append(loss.item())
+            if (step + 1) % c.q_steps_per_gen_step == 0:  # the teacher copy in ``pair`` is frozen
+                x, _ = sampler(s.batch_size)
+                d, t_feats = discrepancy(pair, x, c.alpha, c.gamma, teacher_grad=True)
+                loss_g = -d - c.beta * t_feats[-1].abs().mean()
+                opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                opt_g.step()
+                opt_q.zero_grad(set_to_none=True)  # the G step's gradients on Q are discarded
+        finish_training(job.student)
+        return losses
+
+
+register_method("zaq", ZAQConfig)(ZAQ)

@@ -1,0 +1,70 @@
+"""ZeroQ (CVPR 2020): direct BN-statistics inversion, then range calibration only, no training (the floor, §2.1).
+
+Per-sample statistics (channel mean/std over H·W of every BN input vs the
+running mean/std) plus the same on the normalised input image vs (0, 1); no
+labels, no priors, no augmentation; init N(0, 1) in normalised space, Adam lr
+0.5 (normalised units: the step in pixels is lr × the card's std).
+
+Deviations: cosine LR instead of ReduceLROnPlateau(patience 100); the images
+are clipped to the card's pixel range after each step (the deployed input
+contract); ranges are initialised by the pipeline's calibration (MSE clipping
+in ``deploy``, min/max EMA in ``paper``) rather than ZeroQ's raw min/max.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from pipeline.models.card import ModelCard
+from pipeline.synthesis.base import QATJob, register_method
+from pipeline.synthesis.inversion import BNInversion, InversionConfig
+
+
+@dataclass(frozen=True)
+class ZeroQConfig:
+    batch_size: int = 32
+    iterations: int = 500
+    lr: float = 0.5  # in normalised-input units
+    input_stats_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 2 or self.iterations < 1 or self.lr <= 0:
+            raise ValueError("batch_size >= 2, iterations >= 1 and lr > 0 are required")
+
+
+class ZeroQ(BNInversion):
+    name = "zeroq"
+
+    def __init__(self, cfg: ZeroQConfig) -> None:
+        self.zcfg = cfg
+        super().__init__(self.inversion_config(None))
+
+    def inversion_config(self, card: ModelCard | None) -> InversionConfig:
+        std = sum(card.std) / len(card.std) if card is not None else 1.0
+        c = self.zcfg
+        return InversionConfig(batch_size=c.batch_size, iterations=c.iterations, lr=c.lr * std, stat_loss="per-sample",
+                               label_loss="none", tv_weight=0.0, l2_weight=0.0, jitter=0, flip=False)
+
+    def extra_loss(self, x: torch.Tensor, card: ModelCard) -> torch.Tensor:
+        if not self.zcfg.input_stats_weight:
+            return torch.zeros(())
+        mean = torch.tensor(card.mean, dtype=x.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(card.std, dtype=x.dtype).view(1, -1, 1, 1)
+        xn = (x - mean) / std
+        mu, sd = xn.mean((2, 3)), xn.std((2, 3), unbiased=False)
+        return self.zcfg.input_stats_weight * (mu.pow(2).sum(1).mean() + (sd - 1).pow(2).sum(1).mean())
+
+    def synthesize(self, *args, **kwargs):
+        out = super().synthesize(*args, **kwargs)
+        out.meta["config"] = asdict(self.zcfg)
+        return out
+
+    def train(self, job: QATJob) -> list[float]:
+        """Calibration only: ZeroQ has no fine-tuning."""
+        job.log("  zeroq: calibration only, no QAT steps")
+        return []
+
+
+register_method("zeroq", ZeroQConfig)(ZeroQ)
