@@ -34,7 +34,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--profile", choices=["deploy", "paper"], help="deploy (integer runtime) or paper (GDFQ protocol)")
     g.add_argument("--method", help="synthesis method: bn-inversion (default), zeroq, gdfq, hast, lrq, zaq, fdda")
     g.add_argument("--calib-data", help="real images for fdda (not data-free), >= 1 per class: ImageFolder dir or .npz (images, labels)")
-    g.add_argument("--target", help="onnx (default), openvino, a comma list (onnx,openvino) or all")
+    g.add_argument("--target", help="onnx (default), openvino, tflite, a comma list (onnx,tflite) or all")
+    g.add_argument("--tflite-calibrate", action="store_true",
+                   help="tflite: calibrate the teacher on the held-out synthetic set (PT2E PTQ) instead of keeping the QAT scales")
     g.add_argument("--eval-data", help="real labelled data for accuracy: ImageFolder dir or .npz (images, labels)")
     g.add_argument("--seed", type=int, help="seed for synthesis and QAT")
     g.add_argument("--out", help="run folder (default runs/default)")
@@ -57,6 +59,8 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
         cli.update({"synthesis.seed": args.seed, "qat.seed": args.seed, "synthesis.holdout_seed": args.seed + 1000})
     if args.no_bench:
         cli["check.bench"] = False
+    if args.tflite_calibrate:
+        cli["export.tflite_calibrate"] = True
     return cli
 
 

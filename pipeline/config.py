@@ -20,7 +20,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 
 CONFIG_VERSION = 1
-TARGETS = ("onnx", "openvino")
+TARGETS = ("onnx", "openvino", "tflite")
 DEFAULT_MODEL = "fmnist_resnet20"
 DEFAULT_METHOD = "bn-inversion"
 
@@ -93,6 +93,8 @@ class QATConfig:
 class ExportConfig:
     targets: list[str] = field(default_factory=lambda: ["onnx"])
     min_integer_coverage: float = 1.0
+    tflite_io: str = "int8"  # edges of the integer .tflite: int8 (scale/zero point in export.json) or float
+    tflite_calibrate: bool = False  # fallback: PT2E calibration on the held-out synthetic set instead of the QAT scales
 
     def __post_init__(self) -> None:
         bad = [t for t in self.targets if t not in TARGETS]
@@ -100,6 +102,8 @@ class ExportConfig:
             raise ConfigError(f"unknown target(s) {', '.join(bad) or '(none)'}; available: {', '.join(TARGETS)} or all")
         if not 0.0 <= self.min_integer_coverage <= 1.0:
             raise ConfigError("export.min_integer_coverage must be in [0, 1]")
+        if self.tflite_io not in ("int8", "float"):
+            raise ConfigError(f"export.tflite_io must be int8 or float, got {self.tflite_io!r}")
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ class Predictor(Protocol):
 BACKENDS: dict[str, tuple[str, str]] = {
     ".onnx": ("runtimes.onnxruntime_backend", "load"),
     ".xml": ("runtimes.openvino_backend", "load"),  # OpenVINO IR (the .bin beside it holds the weights)
+    ".tflite": ("runtimes.litert_backend", "load"),  # LiteRT; NHWC input
 }
 
 
@@ -68,13 +69,25 @@ def load(path: str | Path, threads: int = 1, **options: object) -> Predictor:
     return getattr(importlib.import_module(module), fn)(path, threads=threads, **options)
 
 
-def run_single(pred: Predictor, x: np.ndarray) -> np.ndarray:
-    """Run a single-input, single-output artifact, quantizing/dequantizing at integer edges."""
+def prepare_feeds(pred: Predictor, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The feed dict for a single-input artifact from NCHW float images: layout and integer edge applied.
+
+    ``x`` holds images in NCHW, the pipeline's layout everywhere; an artifact whose
+    input spec says NHWC (LiteRT) gets them transposed here, the one place it happens.
+    An integer input gets them quantized with its scale and zero point.
+    """
     spec = pred.inputs[0]
+    if spec.layout == "NHWC" and x.ndim == 4:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     if spec.scale is not None:
         info = np.iinfo(np.dtype(spec.dtype))
         x = np.clip(np.round(x / spec.scale) + spec.zero_point, info.min, info.max).astype(spec.dtype)
-    y = pred.run({spec.name: x})[pred.outputs[0].name]
+    return {spec.name: x}
+
+
+def run_single(pred: Predictor, x: np.ndarray) -> np.ndarray:
+    """Run a single-input, single-output artifact on NCHW float images, quantizing/dequantizing at integer edges."""
+    y = pred.run(prepare_feeds(pred, x))[pred.outputs[0].name]
     ospec = pred.outputs[0]
     if ospec.scale is not None:
         y = (y.astype(np.float32) - ospec.zero_point) * ospec.scale

@@ -75,7 +75,7 @@ def run(ctx: RunContext) -> None:
             xr, yr, _, _ = real
             entry["accuracy"] = accuracy(runtimes.predict_batched(pred, xr), yr)
         if c.bench:
-            feeds = {pred.inputs[0].name: holdout.images[:1]}
+            feeds = runtimes.prepare_feeds(pred, holdout.images[:1])  # layout and integer edge as the artifact wants
             ctx.log(f"  benchmarking {art.path.name} on {pred.runtime} ({c.threads} thread)")
             entry["latency"] = runtimes.benchmark(pred, feeds, settings).to_dict()
             entry["latency"]["threads"] = c.threads

@@ -79,7 +79,29 @@ def _openvino(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Modul
     return arts
 
 
-EXPORTERS = {"onnx": _onnx, "openvino": _openvino}  # target → exporter; a new format is one function and one row
+def _tflite(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module | None, card, sample: torch.Tensor) -> list[Artifact]:
+    """Full-integer .tflite with the QAT scales (or PT2E-calibrated with export.tflite_calibrate), and the FP32 twin."""
+    from exporters.tflite import TfliteOptions, export_fp32, export_int8, export_ptq
+
+    arts = [export_fp32(teacher, card, ctx.path("model.fp32.tflite"))]
+    if student is not None:
+        e = ctx.cfg.export
+        options = TfliteOptions(io=e.tflite_io, min_integer_coverage=e.min_integer_coverage)
+        if e.tflite_calibrate:  # PT2E calibration deploys w8a8 whatever the QAT bits were
+            art = export_ptq(teacher, card, ctx.path("model.w8a8.tflite"), SyntheticSet.load(ctx.run_dir / HOLDOUT).images, options)
+        else:
+            precision = scheme(ctx).deployed_name
+            art = export_int8(student, card, ctx.path(f"model.{precision}.tflite"), precision, options)
+        art.notes["trained_bits"] = scheme(ctx).name
+        art.notes["output_scale"] = output_scale(student) if not e.tflite_calibrate else art.outputs[0]["scale"]
+        cov = art.coverage
+        ctx.log(f"  {art.path.name}: {art.size_bytes / 1e6:.2f} MB, {cov.share:.1%} of MACs in integer on litert, {art.notes['mode']} "
+                f"({', '.join(f'{v} {k}' for k, v in sorted(cov.int_kernels.items()))})")
+        arts.append(art)
+    return arts
+
+
+EXPORTERS = {"onnx": _onnx, "openvino": _openvino, "tflite": _tflite}  # target → exporter; a new format is one function and one row
 
 
 def run(ctx: RunContext) -> None:

@@ -1,0 +1,241 @@
+"""QAT student → full-integer .tflite that keeps the learned scales; FP32 twin of the teacher; PTQ fallback.
+
+Recipe measured on this machine (shared/research/conversion.md §2 b′, §7):
+
+* the student is rewritten in ``quantized_decomposed`` q/dq ops carrying its
+  scales (:mod:`exporters.tflite.qdq`), and ``litert_torch.convert`` runs with a
+  PT2E ``QuantConfig``, which only switches the converter to STATIC q/dq mode:
+  the quantizer itself never runs, so every scale in the file is the trained one;
+* weights: int8 per output channel, symmetric, on the learned grid (a 4/3-bit grid
+  is stored as int8 values in [-qmax, qmax]); activations: int8 per tensor, 8 bits
+  inside the learned range; biases int32 (the converter quantizes them);
+* input NHWC (no TRANSPOSE in the graph), named ``input``; output ``logits``;
+* edges: ``io="int8"`` (default, what full-integer TFLite deployments expect:
+  microcontrollers, NPUs, int8 camera pipelines) takes int8 pixels and returns
+  int8 logits, both with the scale and zero point recorded in the artifact; where
+  the model normalises its input itself, the input quantizer is the 8-bit pixel
+  grid of the card's pixel range (exact for 8-bit images) and the normalisation
+  stays float between DEQUANTIZE and QUANTIZE. ``io="float"`` adds a QUANTIZE /
+  DEQUANTIZE at the edges instead (:mod:`exporters.tflite.interface`);
+* ``export_ptq`` (``export.tflite_calibrate``) calibrates the teacher with PT2E
+  on the held-out synthetic images instead of using the QAT scales.
+
+Each integer artifact is proven integer before it is kept: the interpreter reads
+the converted file in a temporary folder, the coverage gate runs there, and only
+a file that passes is renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from exporters.artifact import Artifact, IntegerCoverage
+from exporters.tflite.coverage import TfliteGraph, read_graph, tflite_coverage
+from exporters.tflite.qdq import INPUT_NAME, OUTPUT_NAME, EdgeModel, TensorQParams, input_quantizer, to_qdq
+from pipeline.errors import ExportError
+from pipeline.models.card import ModelCard
+
+IO_MODES = ("int8", "float")
+QAT_SCALES, PTQ_CALIBRATED = "qat-scales", "ptq-calibrated"
+
+
+@dataclass(frozen=True)
+class TfliteOptions:
+    """What the caller chooses about the integer artifact."""
+
+    io: str = "int8"  # int8: integer edges with scale/zero point; float: QUANTIZE/DEQUANTIZE inside the model
+    min_integer_coverage: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.io not in IO_MODES:
+            raise ExportError(f"tflite io must be one of {', '.join(IO_MODES)}, got {self.io!r}")
+        if not 0.0 <= self.min_integer_coverage <= 1.0:
+            raise ExportError("min_integer_coverage must be in [0, 1]")
+
+
+@contextlib.contextmanager
+def _quiet_converter() -> Iterator[None]:
+    """litert-torch prints a progress tree and torch/absl warnings on every conversion; keep the pipeline's log readable."""
+    saved = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    level = logging.getLogger("torch").level
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            logging.getLogger("torch").setLevel(logging.ERROR)
+            yield
+    finally:
+        logging.getLogger("torch").setLevel(level)
+        if saved is None:
+            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+        else:
+            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved
+
+
+def _convert(module: nn.Module, card: ModelCard, out: Path, quantized: bool) -> float:
+    """``litert_torch.convert`` on an NHWC example, written to ``out``; returns the seconds it took."""
+    try:
+        import litert_torch
+        from litert_torch.quantize.quant_config import QuantConfig
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise ExportError("the tflite target needs litert-torch: pip install litert-torch==0.10.0") from exc
+    from exporters.tflite.calibrate import pt2e_quantizer
+
+    c, h, w = card.input_shape
+    example = torch.rand(1, h, w, c)
+    quant_config = QuantConfig(pt2e_quantizer=pt2e_quantizer()) if quantized else None  # STATIC q/dq mode
+    start = time.perf_counter()
+    with _quiet_converter():
+        try:
+            edge = litert_torch.convert(module.eval(), sample_kwargs={INPUT_NAME: example}, quant_config=quant_config)
+            edge.export(str(out))
+        except Exception as exc:  # noqa: BLE001  (torch.export, lowering and the MLIR converter raise many types)
+            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+            raise ExportError(f"litert-torch could not convert the model: {type(exc).__name__}: {lines[0] if lines else ''}") from exc
+    return time.perf_counter() - start
+
+
+def _contract(card: ModelCard, g: TfliteGraph) -> tuple[list[dict], list[dict]]:
+    """The ONNX contract (names, pixel range, normalisation) with the .tflite edges as the interpreter reads them."""
+    from exporters.onnx.export import _contract as onnx_contract
+    from runtimes.litert_backend import _spec
+
+    (inp,), (out,) = onnx_contract(card)
+    sig = next(iter(g.signatures.values()), {}) if g.signatures else {}
+    by_index = {d["index"]: d for d in g.inputs + g.outputs}
+    in_d = by_index[sig["inputs"][INPUT_NAME]] if sig else g.inputs[0]
+    out_d = by_index[sig["outputs"][OUTPUT_NAME]] if sig else g.outputs[0]
+    for entry, detail, layout in ((inp, in_d, "NHWC"), (out, out_d, "NC")):
+        spec = _spec(entry["name"], detail, layout)
+        entry.update({"shape": list(spec.shape), "layout": layout, "dtype": spec.dtype, "scale": spec.scale, "zero_point": spec.zero_point})
+    inp["batch"] = "fixed at 1 as converted; the runtime resizes for other batch sizes"
+    return [inp], [out]
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("litert-torch", "ai-edge-litert"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def gate(cov: IntegerCoverage, name: str, min_share: float) -> None:
+    """Fail naming the ops that stay float: MAC share below ``min_share``, or any float op at all when 100 % is required."""
+    structural_float = bool(cov.float_kernels) and min_share >= 1.0
+    if cov.share + 1e-12 < min_share or structural_float:
+        names = ", ".join(cov.float_nodes[:8]) + (" ..." if len(cov.float_nodes) > 8 else "")
+        raise ExportError(
+            f"{name}: only {cov.share:.1%} of MACs run in integer on litert (required {min_share:.0%}); "
+            f"float ops: {names or 'none found'}; quantize these layers or lower export.min_integer_coverage"
+        )
+
+
+def _record(art: Artifact, g: TfliteGraph, cov: IntegerCoverage) -> None:
+    art.coverage = cov
+    art.notes["op_histogram"] = g.histogram
+    art.notes["transposes"] = g.histogram.get("TRANSPOSE", 0)
+
+
+def _checked(path: Path) -> Path:
+    path = Path(path)
+    if path.suffix != ".tflite":
+        raise ExportError(f"a LiteRT model path must end in .tflite, got {path.name!r}")
+    if not path.parent.is_dir():
+        raise ExportError(f"output folder {path.parent} does not exist")
+    return path
+
+
+def _write(module: nn.Module, card: ModelCard, path: Path, precision: str, options: TfliteOptions, notes: dict) -> Artifact:
+    """Convert, apply the edge choice, prove integer, then rename into place (nothing is left behind on failure)."""
+    from exporters.tflite.interface import float_interface
+
+    path = _checked(path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        raw = Path(tmp) / "raw.tflite"
+        seconds = _convert(module, card, raw, quantized=True)
+        final = Path(tmp) / path.name
+        if options.io == "float":
+            float_interface(raw, final)
+        else:
+            os.replace(raw, final)
+        g = read_graph(final)
+        cov = tflite_coverage(g)
+        gate(cov, path.name, options.min_integer_coverage)
+        ins, outs = _contract(card, g)
+        if options.io == "int8" and (ins[0]["dtype"] != "int8" or outs[0]["dtype"] != "int8"):
+            raise ExportError(f"{path.name}: the converter left a {ins[0]['dtype']} input / {outs[0]['dtype']} output, expected int8 edges")
+        os.replace(final, path)
+    art = Artifact(path, "tflite", precision, ins, outs, path.stat().st_size)
+    _record(art, g, cov)
+    art.notes.update({"io": options.io, "layout": "NHWC", "convert_seconds": round(seconds, 2), **_versions(), **notes})
+    return art
+
+
+def export_int8(student: nn.Module, card: ModelCard, path: Path, precision: str, options: TfliteOptions = TfliteOptions()) -> Artifact:
+    """Full-integer .tflite of the fake-quant student with its QAT scales, proven integer before it is kept."""
+    _checked(path)
+    body = to_qdq(student)
+    first = input_quantizer(body)
+    # int8 edge where the model starts with its own normalisation: quantize the raw pixels on their 8-bit grid
+    pixel_qp = TensorQParams.pixels(card.pixel_range) if options.io == "int8" and first is None else None
+    bits = sorted({m.bits for m in body.modules() if hasattr(m, "qdq_weight")})
+    notes = {"mode": QAT_SCALES, "weights": f"int8 per-channel symmetric, learned scales, {'/'.join(map(str, bits))}-bit grid",
+             "activations": "int8 per-tensor asymmetric, learned ranges (8-bit inside the range)",
+             "input_quantizer": "pixel grid" if pixel_qp else ("first activation quantizer" if first else "float (QUANTIZE op)")}
+    return _write(EdgeModel(body, pixel_qp), card, path, precision, options, notes)
+
+
+def export_ptq(teacher: nn.Module, card: ModelCard, path: Path, images: np.ndarray, options: TfliteOptions = TfliteOptions()) -> Artifact:
+    """Fallback: full-integer .tflite of the teacher calibrated by litert-torch's PT2E quantizer on ``images``."""
+    from exporters.tflite.calibrate import calibrate_pt2e
+
+    _checked(path)
+    body = calibrate_pt2e(teacher, images)
+    first = input_quantizer(body)
+    pixel_qp = TensorQParams.pixels(card.pixel_range) if options.io == "int8" and first is None else None
+    notes = {"mode": PTQ_CALIBRATED, "calibration_images": int(len(images)), "weights": "int8 per-channel symmetric, min/max",
+             "activations": "int8 per-tensor, histogram observer",
+             "input_quantizer": "pixel grid" if pixel_qp else ("calibrated input observer" if first else "float (QUANTIZE op)")}
+    return _write(EdgeModel(body, pixel_qp), card, path, "w8a8", options, notes)
+
+
+def export_fp32(model: nn.Module, card: ModelCard, path: Path) -> Artifact:
+    """FP32 .tflite of the teacher (same NHWC edges), for comparisons; written atomically."""
+    path = _checked(path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        tmp_path = Path(tmp) / path.name
+        seconds = _convert(EdgeModel(model.eval()), card, tmp_path, quantized=False)
+        g = read_graph(tmp_path)
+        ins, outs = _contract(card, g)
+        os.replace(tmp_path, path)
+    art = Artifact(path, "tflite", "fp32", ins, outs, path.stat().st_size)
+    art.notes.update({"io": "float", "layout": "NHWC", "op_histogram": g.histogram, "transposes": g.histogram.get("TRANSPOSE", 0),
+                      "convert_seconds": round(seconds, 2), **_versions()})
+    return art
+
+
+def check_integer_tflite(artifact: Artifact, min_share: float = 1.0) -> IntegerCoverage:
+    """Re-read a written .tflite with the interpreter; record its coverage and op histogram; fail like the ONNX gate."""
+    g = read_graph(artifact.path)
+    cov = tflite_coverage(g)
+    _record(artifact, g, cov)
+    gate(cov, artifact.path.name, min_share)
+    return cov
