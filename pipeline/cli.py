@@ -5,8 +5,12 @@
     pipeline run --config zsq.yaml --set qat.steps=2000
     pipeline qat --out runs/x                      # run the stages up to qat (cached ones are skipped)
     pipeline run --from qat                        # redo from a stage
-    pipeline report runs/x                         # print a run's summary
+    pipeline report runs/x                         # print a run's summary, write runs/x/report.html
+    pipeline report runs/a runs/b --html cmp.html  # compare runs in one page
     pipeline models                                # the model zoo
+    pipeline bench --artifact runs/x/model.int8.onnx --device pi5    # the bench protocol on a device
+    pipeline run --device local                    # ... and bench every artifact of the run there
+    pipeline devices list|check                    # the devices file (devices.yaml) and whether each is reachable
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", help="run folder (default runs/default)")
     g.add_argument("--from", dest="redo_from", metavar="STAGE", help="redo this stage and every later one")
     g.add_argument("--no-bench", action="store_true", help="skip latency measurement in the check stage")
+    g.add_argument("--device", help="after the run, bench every artifact on this device (name in the devices file, or a URL)")
+    g.add_argument("--devices-file", type=Path, help="devices file (default ./devices.yaml)")
 
 
 def _cli_overrides(args: argparse.Namespace) -> dict:
@@ -72,7 +78,16 @@ def _run(args: argparse.Namespace, until: str | None) -> int:
     cfg = build_config(args.budget, args.config, _cli_overrides(args), args.set)
     run_dir = Path(cfg.out)
     ctx = RunContext(cfg, run_dir, log=lambda m: print(m, file=sys.stderr, flush=True))
-    Runner(STAGES, ctx).run(until=until, redo_from=args.redo_from)
+    device = getattr(args, "device", None)
+    if device and until in (None, "report"):
+        from devices import inventory
+
+        spec = inventory.resolve(device, args.devices_file)  # a bad device name fails before any stage runs
+        Runner(STAGES, ctx).run(until="check", redo_from=args.redo_from)
+        _bench_run(run_dir, spec, [], ctx.log)
+        Runner(STAGES, ctx).run(until="report")
+    else:
+        Runner(STAGES, ctx).run(until=until, redo_from=args.redo_from)
     if until in (None, "report"):
         from pipeline.stages.report import build_report, summary
 
@@ -83,13 +98,84 @@ def _run(args: argparse.Namespace, until: str | None) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pipeline.stages.report import build_report, summary
+    from pipeline.reporting import write_html
+    from pipeline.stages.report import summary, write_outputs
 
+    reports = []
     for run in args.runs:
         if not (Path(run) / "manifest.json").exists():
             raise UserError(f"{run} is not a run folder (no manifest.json); give the --out of a pipeline run")
-        print(summary(build_report(Path(run))))
+        report = write_outputs(Path(run))
+        reports.append(report)
+        print(summary(report))
+        print(f"report: {Path(run) / 'report.html'}")
+    if len(reports) > 1 or args.html:
+        out = Path(args.html or "report-compare.html")
+        write_html(out, reports)
+        print(f"comparison: {out}")
     return 0
+
+
+def _bench_run(run_dir: Path, spec, agent_args: list[str], log) -> None:
+    """Bench every artifact of a run on ``spec``; results land in ``<run>/bench/results/<device>/``."""
+    import json
+
+    from devices.session import bench_artifacts, table
+
+    index = run_dir / "export.json"
+    if not index.exists():
+        raise UserError(f"{run_dir} has no export.json: run the export stage first")
+    arts = [run_dir / a["path"] for a in json.loads(index.read_text())["artifacts"]]
+    done = bench_artifacts(arts, spec, agent_args, None, log)
+    print(table([r for _, r in done]), file=sys.stderr)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from devices import inventory
+    from devices.agent import bench_args
+    from devices.session import bench_artifacts, table
+
+    spec = inventory.resolve(args.device, args.devices_file)
+    defaults = build_parser().parse_args(["bench", "--artifact", "x"])
+    log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    done = bench_artifacts([Path(a) for a in args.artifact], spec, bench_args(args, defaults), args.out, log)
+    print(table([r for _, r in done]))
+    for path, _ in done:
+        print(f"result: {path}")
+    runs = {p.parent.parent.parent.parent for p, _ in done if p.parent.parent.name == "results"}
+    for run in runs:
+        if (run / "manifest.json").exists():
+            from pipeline.stages.report import write_outputs
+
+            write_outputs(run)
+            print(f"report: {run / 'report.html'}")
+    return 1 if any(r["status"] != "ok" for _, r in done) else 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    from devices import inventory
+    from devices.session import check_devices
+
+    specs = inventory.load(args.devices_file)
+    if args.action == "list":
+        for spec in specs.values():
+            print(f"{spec.name:<16}{spec.url:<40}{spec.description}")
+        return 0
+    if args.action == "adb":
+        from devices.targets.adb import list_devices
+
+        attached = list_devices()
+        for d in attached:
+            print(f"{d['serial']:<24}{d['state']:<14}{d.get('model', '')}")
+        if not attached:
+            print("no Android device attached (adb devices lists none)")
+        return 0
+    chosen = [specs[n] if n in specs else inventory.resolve(n, args.devices_file) for n in args.names] if args.names else list(specs.values())
+    bad = 0
+    for spec, ok, detail in check_devices(chosen):
+        print(f"{spec.name:<16}{'ok' if ok else 'FAIL':<6}{detail}")
+        bad += not ok
+    return 1 if bad else 0
 
 
 def _models(_: argparse.Namespace) -> int:
@@ -117,9 +203,27 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"run the stages up to {name} (cached stages are skipped)")
         _add_run_options(p)
         p.set_defaults(func=lambda a, n=name: _run(a, n))
-    p = sub.add_parser("report", help="print the summary of one or more run folders")
+    p = sub.add_parser("report", help="write report.json + report.html of run folders and print their summaries; compare several")
     p.add_argument("runs", nargs="+")
+    p.add_argument("--html", help="also write one comparison page here (default report-compare.html when several runs are given)")
     p.set_defaults(func=_report)
+    from devices.agent import add_bench_flags
+
+    p = sub.add_parser("bench", help="the bench protocol for artifacts on a device (local, ssh://, adb://, docker:)",
+                       description="Flags follow TFLite's benchmark_model; defaults: warm-up 10 runs + 1 s, then 200 runs + 10 s, "
+                                   "3 trials, 5 cold starts, threads 1 and N pinned to the big cores.")
+    p.add_argument("--artifact", action="append", required=True, help="artifact file (repeat for several)")
+    p.add_argument("--device", default="local", help="device name in the devices file, or a URL (default local)")
+    p.add_argument("--devices-file", type=Path, help="devices file (default ./devices.yaml)")
+    p.add_argument("--out", type=Path, help="results folder (default <run>/bench/results/<device>/)")
+    p.add_argument("--quiet", action="store_true")
+    add_bench_flags(p)
+    p.set_defaults(func=_bench)
+    p = sub.add_parser("devices", help="list the devices file, check that devices are reachable, list attached adb devices")
+    p.add_argument("action", choices=["list", "check", "adb"])
+    p.add_argument("names", nargs="*", help="check only these devices")
+    p.add_argument("--devices-file", type=Path, help="devices file (default ./devices.yaml)")
+    p.set_defaults(func=_devices)
     p = sub.add_parser("models", help="list the bundled models and the zoo")
     p.set_defaults(func=_models)
     return parser
@@ -132,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        from devices.errors import DeviceError
+
+        if not isinstance(exc, DeviceError):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 [ -d /usr/share/datasets/fashion-mnist ] || need_apt+=(dataset-fashion-mnist)   # real data for tests/benchmarks only
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)   # tests/test_devices_ssh.py: a real sshd on 127.0.0.1 (brings ssh, ssh-keygen)
+command -v adb >/dev/null 2>&1 || need_apt+=(adb)      # the adb:// target (and its no-phone test)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)   # tests/test_report_html.py opens report.html headless
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     echo "setup: apt-get install ${need_apt[*]}"

@@ -25,6 +25,78 @@ from pipeline.stages.synth import HOLDOUT
 from pipeline.synthesis import SyntheticSet
 
 RESULT = "check.json"
+BUNDLE_MAX_BYTES = 16 << 20  # reference inputs that travel to a device: at most this much (and 128 images)
+AGREEMENT_MARGIN = 0.02  # a device may flip this share of top-1 decisions more than the host did
+
+
+def layer_sqnr(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.Tensor, fold_bn: bool) -> list[dict]:
+    """SQNR (dB) of every quantized conv/linear output against the same layer of the FP model, in network order.
+
+    The FP side is the teacher traced the way the student was built (BN folded for
+    ``deploy``), so layer names and outputs line up; the error accumulates along the
+    network, as it does in the artifact.
+    """
+    from pipeline.quant.modules import QConv2d, QLinear
+    from pipeline.quant.prepare import fold_batchnorm, trace
+
+    fp = trace(teacher)
+    if fold_bn:
+        fold_batchnorm(fp)
+    names = [n for n, m in student.named_modules() if isinstance(m, (QConv2d, QLinear))]
+    fp_mods = dict(fp.named_modules())
+    names = [n for n in names if n in fp_mods]
+    acts: dict[str, dict[str, torch.Tensor]] = {"fp": {}, "q": {}}
+    hooks = []
+    for side, model in (("fp", fp), ("q", student)):
+        mods = dict(model.named_modules())
+        for n in names:
+            hooks.append(mods[n].register_forward_hook(lambda _m, _i, out, n=n, side=side: acts[side].__setitem__(n, out.detach())))
+    try:
+        with torch.no_grad():
+            fp.eval()(x)
+            student.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    rows = []
+    for i, n in enumerate(names):
+        a, b = acts["fp"].get(n), acts["q"].get(n)
+        if a is None or b is None or a.shape != b.shape:
+            continue
+        noise = float(((a - b) ** 2).sum())
+        signal = float((a**2).sum())
+        sqnr = 10 * np.log10(signal / noise) if noise > 0 else float("inf")
+        mod = dict(student.named_modules())[n]
+        rows.append({"index": i, "name": n, "kind": "linear" if isinstance(mod, QLinear) else "conv",
+                     "weight_bits": int(mod.wq.bits) if hasattr(mod.wq, "bits") else None,
+                     "sqnr_db": round(sqnr, 3) if np.isfinite(sqnr) else None})
+    return rows
+
+
+def write_bench_bundle(ctx: RunContext, images: np.ndarray, fp: np.ndarray, fq: np.ndarray | None, arts: list[tuple]) -> None:
+    """``bench/``: reference inputs, FP and fake-quant outputs, and each artifact's tolerance (host agreement − margin)."""
+    from devices.bundle import write_bundle
+    from devices.reference import Tolerance
+    from devices.reference import compare as np_compare
+
+    per = max(1, images[0].nbytes)
+    n = int(min(len(images), 128, max(1, BUNDLE_MAX_BYTES // per)))
+    refs = {"fp": fp[:n]}
+    if fq is not None:
+        refs["fake_quant"] = fq[:n]
+    entries = {}
+    for art, out in arts:
+        kind = "fake_quant" if (art.precision != "fp32" and fq is not None) else "fp"
+        lsb = art.notes.get("output_scale") if kind == "fake_quant" else None
+        host = np_compare(out[:n], refs[kind], Tolerance(0.0, None, lsb))
+        slack = 2 * lsb if lsb else 1e-3 * float(np.abs(refs[kind]).max() or 1.0)
+        entries[art.path.name] = {
+            "reference": kind, "precision": art.precision,
+            "host": {k: host[k] for k in ("top1_agreement", "max_abs_diff", "mean_abs_diff", "kl") if k in host},
+            "tolerance": {"min_top1_agreement": round(max(0.0, host["top1_agreement"] - AGREEMENT_MARGIN), 6),
+                          "max_abs_diff": 2 * host["max_abs_diff"] + slack, "output_scale": lsb},
+        }
+    write_bundle(ctx.run_dir / "bench", images[:n], refs, entries)
 
 
 def compare(logits: np.ndarray, ref: np.ndarray, lsb: float | None = None) -> dict:
@@ -64,10 +136,17 @@ def run(ctx: RunContext) -> None:
         result["eval_data"] = {"source": str(c.eval_data), "images": int(len(yr)), "fp_accuracy": accuracy(fp_r, yr),
                                "fake_quant_accuracy": accuracy(fq_r, yr)}
         ctx.log(f"  real data ({len(yr)} images): FP {accuracy(fp_r, yr):.2%}, fake-quant {accuracy(fq_r, yr):.2%}")
+    n_layers = min(len(xh), 64)
+    result["layers"] = layer_sqnr(teacher, student, xh[:n_layers], fold_bn=deployable)
+    if result["layers"]:
+        worst = min(result["layers"], key=lambda r: r["sqnr_db"] if r["sqnr_db"] is not None else float("inf"))
+        ctx.log(f"  per-layer SQNR over {len(result['layers'])} layers: lowest {worst['sqnr_db']} dB at {worst['name']}")
     settings = runtimes.BenchSettings(c.warmup_runs, c.warmup_min_secs, c.num_runs, c.min_secs, c.max_secs)
+    bundle_arts = []
     for art in load_artifacts(ctx):
         pred = runtimes.load(art.path, threads=c.threads)
         out = runtimes.predict_batched(pred, holdout.images)
+        bundle_arts.append((art, out))
         lsb = art.notes.get("output_scale")
         entry: dict = {"runtime": pred.runtime, "precision": art.precision, "size_bytes": art.size_bytes,
                        "vs_fp": compare(out, fp), "vs_fake_quant": compare(out, fq, lsb) if art.precision != "fp32" and deployable else None}
@@ -82,11 +161,14 @@ def run(ctx: RunContext) -> None:
         result["artifacts"][art.path.name] = entry
         ctx.log(f"  {art.path.name}: agreement with FP {entry['vs_fp']['top1_agreement']:.1%}"
                 + (f", real accuracy {entry['accuracy']:.2%}" if "accuracy" in entry else ""))
+    write_bench_bundle(ctx, holdout.images, fp, fq if deployable else None, bundle_arts)
     write_json(ctx.path(RESULT), result)
 
 
 def outputs(ctx: RunContext) -> list[Path]:
-    return [ctx.run_dir / RESULT]
+    from devices.bundle import bundle_files
+
+    return [ctx.run_dir / RESULT, *bundle_files(ctx.run_dir / "bench")]
 
 
 def inputs(ctx: RunContext) -> list[Path]:

@@ -1,4 +1,10 @@
-"""Stage 5: ``report.json`` (everything a reader or a CI gate needs) and the end-of-run summary table."""
+"""Stage 5: ``report.json`` (everything a reader or a CI gate needs), ``report.html`` and the end-of-run summary table.
+
+``report.json`` follows the schema documented in :mod:`pipeline.reporting.schema`;
+``report.html`` is one self-contained page with the plots (:mod:`pipeline.reporting.html`).
+Device results written by ``pipeline bench`` / ``pipeline run --device`` into
+``bench/results/<device>/`` are part of both.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,38 @@ from pathlib import Path
 from pipeline.runner import MANIFEST, RunContext, write_json
 
 REPORT = "report.json"
-SCHEMA_VERSION = 1
+HTML = "report.html"
+SCHEMA_VERSION = 2
 
 
 def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def device_results(run_dir: Path) -> list[dict]:
+    """Every ``pipeline bench`` result of this run (the timed samples stay in the result files)."""
+    out = []
+    for path in sorted((run_dir / "bench" / "results").glob("*/*.json")):
+        try:
+            r = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(r, dict) or "runs" not in r:
+            continue
+        for run in r["runs"]:
+            for trial in run.get("trials", []):
+                trial.pop("samples_ms", None)
+        r["result_file"] = str(path.relative_to(run_dir))
+        out.append(r)
+    return out
+
+
 def build_report(run_dir: Path) -> dict:
+    from pipeline.reporting.html import speedups
+
     export = _load(run_dir / "export.json")
     check = _load(run_dir / "check.json")
-    return {
+    report = {
         "schema_version": SCHEMA_VERSION,
         "run_dir": str(run_dir),
         "config": _load(run_dir / "config.json"),
@@ -27,7 +54,10 @@ def build_report(run_dir: Path) -> dict:
         "qat": _load(run_dir / "qat" / "qat.json"),
         "artifacts": export.get("artifacts", []),
         "check": check,
+        "devices": device_results(run_dir),
     }
+    report["speedups"] = speedups(report)
+    return report
 
 
 def _mb(n: int) -> str:
@@ -66,13 +96,33 @@ def summary(report: dict) -> str:
         if cov:
             kernels = ", ".join(f"{v} {k}" for k, v in sorted(cov["int_kernels"].items()) if k not in ("QuantizeLinear", "DequantizeLinear"))
             lines.append(f"integer coverage {art['path']}: {cov['share'] * 100:.1f}% of MACs on {cov['runtime']} ({kernels})")
+    for d in report.get("devices") or []:
+        for r in d["runs"]:
+            s = r["steady"]
+            p50 = s.get("p50_ms")
+            lines.append(f"device {d['device']['name']}: {d['artifact']['name']} {r['threads']}T "
+                         + (f"p50 {p50:.3f} ms p90 {s['p90_ms']:.3f} ms" if p50 is not None else f"mean {s['mean_ms']:.3f} ms")
+                         + f", spread {s['spread']:.1%}, status {d['status']}")
+    for s in report.get("speedups") or []:
+        lines.append(f"int vs FP32 on {s['device']} ({s['runtime']}, {s['threads']}T): {s['speedup']:.2f}x "
+                     f"({s['fp32_p50_ms']:.3f} → {s['int_p50_ms']:.3f} ms p50)")
     return "\n".join(lines)
 
 
+def write_outputs(run_dir: Path) -> dict:
+    """``report.json`` and ``report.html`` of a run folder, from what is on disk now."""
+    from pipeline.reporting import write_html
+
+    report = build_report(run_dir)
+    write_json(run_dir / REPORT, report)
+    write_html(run_dir / HTML, [report])
+    return report
+
+
 def run(ctx: RunContext) -> None:
-    report = build_report(ctx.run_dir)
-    write_json(ctx.path(REPORT), report)
+    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    write_outputs(ctx.run_dir)
 
 
 def outputs(ctx: RunContext) -> list[Path]:
-    return [ctx.run_dir / REPORT]
+    return [ctx.run_dir / REPORT, ctx.run_dir / HTML]

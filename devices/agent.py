@@ -1,0 +1,172 @@
+"""The device agent: ``python -m devices.agent --graph model.int8.onnx [flags]`` measures one artifact here.
+
+Flag names follow TFLite's benchmark_model (``--graph --num_threads --warmup_runs
+--warmup_min_secs --num_runs --min_secs --max_secs --run_delay``), OpenVINO's
+benchmark_app (``--json_stats``, ``-m``) and onnxruntime_perf_test (``-r`` for runs,
+``-x`` for threads); both ``--num_threads`` and ``--num-threads`` spellings work.
+
+    python -m devices.agent --graph model.int8.onnx                      # protocol defaults, JSON on stdout
+    python -m devices.agent --graph model.int8.onnx --full --json_stats out.json
+    python -m devices.agent --graph m.onnx --inputs inputs.npy --expected expected.npy --min_agreement 0.98
+    python -m devices.agent --graph m.onnx --num_threads 1 --num_runs 5 --min_secs 0 --trials 2 --cold_starts 1
+
+Defaults: warm-up ≥ 10 runs and 1 s, then ≥ 200 runs and 10 s (``--full``: 1024 runs and
+60 s), 3 trials, 5 cold starts, threads 1 and N pinned to the big cores (``--cpu_mask``).
+Exit status: 0 with a result (its ``status`` says ``ok`` or ``mismatch``), 2 on bad input
+or a failed measurement (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from devices.errors import DeviceError
+
+
+def _flag(p: argparse.ArgumentParser, name: str, *aliases: str, **kw) -> None:
+    names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else []) + list(aliases)
+    p.add_argument(*names, dest=name, **kw)
+
+
+def add_bench_flags(p: argparse.ArgumentParser) -> None:
+    """The measurement flags, shared with ``pipeline bench`` (which passes them on to the agent on the device)."""
+    from runtimes.benchmark import BenchSettings
+
+    d = BenchSettings()
+    _flag(p, "num_threads", "-x", default=None,
+          help="thread counts, comma list (default: 1 and the number of pinned cores)")
+    _flag(p, "cpu_mask", "--pin", default="big", help="big (default: highest-frequency cores), none, hex mask f0 or list 4-7")
+    _flag(p, "warmup_runs", type=int, default=d.warmup_runs)
+    _flag(p, "warmup_min_secs", type=float, default=d.warmup_min_secs)
+    _flag(p, "num_runs", "-r", type=int, default=None, help=f"timed runs at least (default {d.num_runs}; --full 1024)")
+    _flag(p, "min_secs", type=float, default=None, help=f"timed seconds at least (default {d.min_secs:g}; --full 60)")
+    _flag(p, "max_secs", type=float, default=None, help=f"cap on the timed seconds (default {d.max_secs:g}; --full 600)")
+    _flag(p, "run_delay", type=float, default=0.0, help="seconds between timed runs")
+    _flag(p, "full", action="store_true", help="MLPerf-sized: at least 1024 runs and 60 s per trial")
+    _flag(p, "trials", type=int, default=3, help="repeated measurements; the spread of their p50s is flagged above 5%%")
+    _flag(p, "cold_starts", type=int, default=5, help="fresh processes timing load and first inference")
+    _flag(p, "cooldown_secs", type=float, default=2.0, help="pause between trials (longer while the CPU is > 2 °C above the start)")
+    _flag(p, "max_cooldown_secs", type=float, default=60.0)
+
+
+BENCH_FLAGS = ("num_threads", "cpu_mask", "warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs", "run_delay", "full",
+               "trials", "cold_starts", "cooldown_secs", "max_cooldown_secs")
+
+
+def bench_args(args: argparse.Namespace, defaults: argparse.Namespace) -> list[str]:
+    """The bench flags the user set (differing from the defaults), as agent command-line arguments."""
+    out: list[str] = []
+    for name in BENCH_FLAGS:
+        value = getattr(args, name, None)
+        if value == getattr(defaults, name, None) or value is None:
+            continue
+        if isinstance(value, bool):
+            out += [f"--{name}"] if value else []
+        else:
+            out += [f"--{name}", str(value)]
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m devices.agent", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _flag(p, "graph", "--artifact", "-m", required=True, type=Path, help="artifact: .onnx, .xml (OpenVINO IR) or .tflite")
+    add_bench_flags(p)
+    _flag(p, "inputs", type=Path, help="reference inputs (.npy, N×C×H×W float32); the first one is also the timed input")
+    _flag(p, "expected", type=Path, help="expected outputs on --inputs (.npy)")
+    _flag(p, "min_agreement", type=float, default=None, help="lowest top-1 agreement with --expected that passes (default 0.98)")
+    _flag(p, "max_abs_diff", type=float, default=None, help="flag a max |output - expected| above this")
+    _flag(p, "output_scale", type=float, default=None, help="output LSB of an integer artifact (diffs in LSBs)")
+    _flag(p, "json_stats", "--output", "-o", default="-", help="where the JSON result goes (default - : stdout)")
+    _flag(p, "device_name", default=None, help="label recorded in the result")
+    _flag(p, "report_peak_memory_footprint", action="store_true", help="accepted for benchmark_model compatibility (always on)")
+    _flag(p, "quiet", "-q", action="store_true", help="no progress on stderr")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace):
+    from devices.protocol import ProtocolSettings, parse_cpu_mask
+    from runtimes.benchmark import FULL, BenchSettings
+
+    base = FULL if args.full else BenchSettings()
+    bench = {"warmup_runs": args.warmup_runs, "warmup_min_secs": args.warmup_min_secs,
+             "num_runs": args.num_runs if args.num_runs is not None else base.num_runs,
+             "min_secs": args.min_secs if args.min_secs is not None else base.min_secs,
+             "max_secs": args.max_secs if args.max_secs is not None else base.max_secs, "run_delay": args.run_delay}
+    try:
+        BenchSettings(**bench)
+    except ValueError as exc:
+        raise DeviceError(f"bad benchmark settings: {exc}") from None
+    cpus = parse_cpu_mask(args.cpu_mask)
+    if args.num_threads:
+        try:
+            threads = tuple(int(t) for t in str(args.num_threads).split(",") if t.strip())
+        except ValueError:
+            raise DeviceError(f"bad --num_threads {args.num_threads!r}: give a count or a comma list such as 1,4") from None
+    else:
+        n = len(cpus) if cpus else (os.cpu_count() or 1)
+        threads = (1, n) if n > 1 else (1,)
+    return ProtocolSettings(bench=bench, threads=threads, cpus=cpus, trials=args.trials, cold_starts=args.cold_starts,
+                            cooldown_secs=args.cooldown_secs, max_cooldown_secs=args.max_cooldown_secs, full=args.full)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run(args: argparse.Namespace) -> dict:
+    from devices.protocol import Reference, measure
+    from devices.reference import DEFAULT_MIN_AGREEMENT, Tolerance
+
+    if bool(args.inputs) != bool(args.expected) and args.expected:
+        raise DeviceError("--expected needs --inputs (the reference inputs the expected outputs were computed on)")
+    settings = settings_from_args(args)
+    tol = Tolerance(args.min_agreement if args.min_agreement is not None else DEFAULT_MIN_AGREEMENT, args.max_abs_diff, args.output_scale)
+    log = (lambda m: None) if args.quiet else (lambda m: print(f"agent: {m}", file=sys.stderr, flush=True))
+    result = measure(args.graph, settings, Reference(args.inputs, args.expected, tol), log)
+    if args.device_name:
+        result["device"] = {"name": args.device_name}
+    return result
+
+
+def summary_line(result: dict) -> str:
+    parts = [f"{result['artifact']['name']} on {result['artifact']['runtime']} {result['artifact']['runtime_version']}:"]
+    for r in result["runs"]:
+        s = r["steady"]
+        parts.append(f"{r['threads']}T p50 {s['p50_ms']:.3f} ms p90 {s['p90_ms']:.3f} ms (spread {s['spread']:.1%})")
+    ref = result.get("reference")
+    if ref and "top1_agreement" in ref:
+        parts.append(f"agreement {ref['top1_agreement']:.1%} [{ref['status']}]")
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = run(args)
+    except DeviceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    text = json.dumps(result, indent=1, default=str) + "\n"
+    if args.json_stats == "-":
+        sys.stdout.write(text)
+    else:
+        write_atomic(Path(args.json_stats), text)
+    if not args.quiet:
+        print(f"agent: {summary_line(result)}", file=sys.stderr)
+        for f in result["flags"]:
+            print(f"agent: flag: {f}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The bench protocol (shared/research/toolchains.md §4) for one artifact on the machine this runs on.
+
+For each thread setting (1 and N by default), pinned to the chosen cores:
+``cold_starts`` fresh processes time import, load/compile and the first inference
+apart, with peak RSS after init and overall; then one fresh process warms up and
+runs ``trials`` timed trials (cooldown between them, temperatures before/after),
+every sample kept. Trials are summarized by :func:`runtimes.benchmark.summarize_trials`
+(median p50, spread flagged above 5 %). The outputs on the reference inputs are
+checked against the expected outputs once. The environment is captured before and
+after. The timing loop itself is :func:`runtimes.benchmark.benchmark`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from devices import environment
+from devices.errors import DeviceError
+from devices.reference import Tolerance
+
+SCHEMA = "zsq.bench/1"
+AGENT_ROOT = Path(__file__).resolve().parent.parent  # the folder holding devices/ and runtimes/
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    bench: dict  # runtimes.benchmark.BenchSettings fields
+    threads: tuple[int, ...]
+    cpus: tuple[int, ...] | None  # affinity for every measurement; None leaves it to the OS
+    trials: int = 3
+    cold_starts: int = 5
+    cooldown_secs: float = 2.0
+    max_cooldown_secs: float = 60.0
+    full: bool = False
+
+    def __post_init__(self) -> None:
+        if self.trials < 1 or self.cold_starts < 0 or not self.threads or min(self.threads) < 1:
+            raise DeviceError("trials must be >= 1, cold_starts >= 0 and every thread count >= 1")
+
+
+@dataclass(frozen=True)
+class Reference:
+    inputs: Path | None = None
+    expected: Path | None = None
+    tolerance: Tolerance = field(default_factory=Tolerance)
+
+
+def parse_cpu_mask(text: str | None) -> tuple[int, ...] | None:
+    """``big`` (default: the highest-frequency cores), ``none``, a taskset hex mask (``f0``, ``0xf0``) or a list (``4-7``)."""
+    if text is None or text.lower() == "big":
+        return tuple(environment.big_cores())
+    if text.lower() in ("none", "no", "all"):
+        return None
+    try:
+        if "-" in text or "," in text:
+            cpus = environment.parse_cpu_list(text)
+        else:
+            bits = int(text, 16)
+            cpus = [i for i in range(bits.bit_length()) if bits >> i & 1]
+    except ValueError:
+        raise DeviceError(f"bad cpu mask {text!r}: give big, none, a hex mask like f0 or a list like 4-7") from None
+    online = set(environment.online_cpus())
+    if not cpus or not set(cpus) <= online:
+        raise DeviceError(f"cpu mask {text!r} names cores {cpus}, but the online cores are {sorted(online)}")
+    return tuple(cpus)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def artifact_files(path: Path) -> list[Path]:
+    """The files an artifact is made of (an OpenVINO ``.xml`` keeps its weights in the ``.bin`` beside it)."""
+    files = [path]
+    if path.suffix == ".xml" and path.with_suffix(".bin").exists():
+        files.append(path.with_suffix(".bin"))
+    return files
+
+
+def _worker(spec: dict, timeout: float, log) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(AGENT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        res = subprocess.run([sys.executable, "-m", "devices.worker", json.dumps(spec)], capture_output=True, text=True,
+                             timeout=timeout, env=env, cwd=str(AGENT_ROOT))
+    except subprocess.TimeoutExpired:
+        raise DeviceError(f"{spec['mode']} measurement of {Path(spec['artifact']).name} took longer than {timeout:.0f}s") from None
+    for line in res.stderr.splitlines():
+        if line.startswith("  trial"):
+            log(line)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        tail = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeviceError(f"{spec['mode']} measurement of {Path(spec['artifact']).name} failed (exit {res.returncode}): {tail}")
+    out = json.loads(lines[-1])
+    if "error" in out:
+        raise DeviceError(f"{spec['mode']} measurement of {Path(spec['artifact']).name} failed: {out['error']}")
+    return out
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else {}
+
+
+def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = Reference(), log=lambda m: None) -> dict:
+    """Run the whole protocol on ``artifact``; returns the result record (schema ``zsq.bench/1``)."""
+    from runtimes.benchmark import BenchSettings, LatencyStats, summarize_trials
+
+    artifact = Path(artifact).resolve()
+    if not artifact.exists():
+        raise DeviceError(f"artifact {artifact} does not exist")
+    for p in (reference.inputs, reference.expected):
+        if p is not None and not Path(p).exists():
+            raise DeviceError(f"reference file {p} does not exist")
+    try:
+        bench = BenchSettings(**settings.bench)
+    except (TypeError, ValueError) as exc:
+        raise DeviceError(f"bad benchmark settings: {exc}") from None
+    inputs = str(Path(reference.inputs).resolve()) if reference.inputs else None
+    cpus = list(settings.cpus) if settings.cpus else None
+    per_run = bench.max_secs + bench.warmup_min_secs + 120
+    env_before = environment.capture()
+    t_start = time.time()
+    runs, flags = [], []
+    runtime = runtime_version = None
+    io: dict = {}
+    for threads in settings.threads:
+        base = {"artifact": str(artifact), "threads": threads, "cpus": cpus, "inputs": inputs}
+        colds = []
+        for i in range(settings.cold_starts):
+            log(f"{artifact.name}: cold start {i + 1}/{settings.cold_starts} ({threads} thread{'s' if threads > 1 else ''})")
+            colds.append(_worker({**base, "mode": "cold"}, 300, log))
+        log(f"{artifact.name}: steady state, {settings.trials} trial(s), {threads} thread{'s' if threads > 1 else ''}, cores {cpus or 'any'}")
+        st = _worker({**base, "mode": "steady", "settings": asdict(bench), "trials": settings.trials,
+                      "cooldown_secs": settings.cooldown_secs, "max_cooldown_secs": settings.max_cooldown_secs},
+                     per_run * settings.trials + settings.max_cooldown_secs * settings.trials, log)
+        runtime, runtime_version = st["runtime"], st["runtime_version"]
+        io = {"inputs": st["inputs"], "outputs": st["outputs"], "feed_shape": st["feed_shape"]}
+        trials = [LatencyStats(**{k: v for k, v in t.items() if k in LatencyStats.__dataclass_fields__}) for t in st["trials"]]
+        summary = summarize_trials(trials)
+        if summary["unstable"]:
+            flags.append(f"{threads} thread(s): p50 differs by {summary['spread']:.1%} between trials (> {summary['spread_limit']:.0%})")
+        runs.append({
+            "threads": threads,
+            "affinity": st["affinity"],
+            "cold_start": {"runs": colds, "import_ms": _spread([c["import_ms"] for c in colds]),
+                           "load_ms": _spread([c["load_ms"] for c in colds]), "first_ms": _spread([c["first_ms"] for c in colds]),
+                           "rss_init_kb": max((c["rss_init_kb"] for c in colds), default=None),
+                           "rss_peak_kb": max((c["rss_peak_kb"] for c in colds), default=None)},
+            "steady": summary,
+            "trials": st["trials"],
+            "rss_init_kb": st["rss_init_kb"],
+            "rss_peak_kb": st["rss_peak_kb"],
+        })
+    check = None
+    if reference.inputs and reference.expected:
+        log(f"{artifact.name}: checking outputs on {Path(reference.inputs).name} against {Path(reference.expected).name}")
+        check = _worker({"artifact": str(artifact), "threads": settings.threads[-1], "cpus": cpus, "mode": "check", "inputs": inputs,
+                         "expected": str(Path(reference.expected).resolve()), "tolerance": asdict(reference.tolerance)}, 600, log)
+        check.pop("affinity", None)
+        if check["status"] != "ok":
+            flags.append(f"outputs differ from the expected ones: top-1 agreement {check.get('top1_agreement', 0):.1%} "
+                         f"< {reference.tolerance.min_top1_agreement:.1%}" if "top1_agreement" in check else check.get("reason", "mismatch"))
+        elif check.get("within_abs_diff_limit") is False:
+            flags.append(f"max |diff| {check['max_abs_diff']:.4g} above the limit {check['max_abs_diff_limit']:.4g} (top-1 still agrees)")
+    else:
+        flags.append("no reference inputs/expected outputs: accuracy on the device not checked")
+    env_after = environment.capture()
+    t0, t1 = env_before.get("temperatures_c") or {}, env_after.get("temperatures_c") or {}
+    if t0 and t1 and max(t1.values()) - max(t0.values()) > 5:
+        flags.append(f"the device warmed up by {max(t1.values()) - max(t0.values()):.1f} °C during the measurement")
+    if env_before.get("load_average") and env_before["load_average"][0] > 0.5 * (env_before.get("cpu_count") or 1):
+        flags.append(f"load average {env_before['load_average'][0]} at the start: other work shared the CPU")
+    files = artifact_files(artifact)
+    return {
+        "schema": SCHEMA,
+        "artifact": {"name": artifact.name, "files": [f.name for f in files], "size_bytes": sum(f.stat().st_size for f in files),
+                     "sha256": sha256(artifact), "runtime": runtime, "runtime_version": runtime_version, **io},
+        "settings": {"bench": asdict(bench), "threads": list(settings.threads), "cpus": cpus, "trials": settings.trials,
+                     "cold_starts": settings.cold_starts, "cooldown_secs": settings.cooldown_secs, "full": settings.full},
+        "environment": env_before,
+        "environment_after": {k: env_after[k] for k in ("temperatures_c", "throttling", "load_average")},
+        "runs": runs,
+        "reference": check,
+        "flags": flags,
+        "status": "mismatch" if check is not None and check["status"] != "ok" else "ok",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
+        "seconds": round(time.time() - t_start, 2),
+    }

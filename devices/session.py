@@ -1,0 +1,109 @@
+"""Host side of ``pipeline bench``: each artifact on one device, results kept as JSON (+ every sample as CSV).
+
+Results go to ``<run>/bench/results/<device>/<artifact>.json`` (the run the artifact
+belongs to, found through its ``bench/`` bundle), or to ``out_dir`` when given, and
+``latency_raw.csv`` beside them holds every timed sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+
+from devices.bundle import BUNDLE_DIR, job_for
+from devices.errors import DeviceError
+from devices.inventory import DeviceSpec
+from devices.targets import target_for
+
+RESULTS_DIR = "results"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "device"
+
+
+def results_dir(job, device: DeviceSpec, out_dir: Path | None) -> Path:
+    if out_dir is not None:
+        return Path(out_dir)
+    base = job.run_dir if job.run_dir is not None else job.artifact.parent
+    return base / BUNDLE_DIR / RESULTS_DIR / _safe(device.name)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_raw_csv(folder: Path) -> Path:
+    """``latency_raw.csv``: every timed sample of every result in ``folder`` (artifact, threads, trial, run, ms)."""
+    path = folder / "latency_raw.csv"
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["device", "artifact", "runtime", "threads", "trial", "run", "latency_ms"])
+        for res_path in sorted(folder.glob("*.json")):
+            r = json.loads(res_path.read_text())
+            for run in r.get("runs", []):
+                for trial in run.get("trials", []):
+                    for i, v in enumerate(trial.get("samples_ms", [])):
+                        w.writerow([r.get("device", {}).get("name"), r["artifact"]["name"], r["artifact"]["runtime"], run["threads"],
+                                    trial.get("trial", 0), i, v])
+    os.replace(tmp, path)
+    return path
+
+
+def bench_artifacts(artifacts: list[Path], device: DeviceSpec, agent_args: list[str], out_dir: Path | None = None,
+                    log=lambda m: None) -> list[tuple[Path, dict]]:
+    """Bench each artifact on ``device``; returns (result path, result) pairs."""
+    target = target_for(device)
+    jobs = [job_for(a) for a in artifacts]  # fail on a missing artifact before anything runs
+    done = []
+    for job in jobs:
+        log(f"bench {job.artifact.name} on {device.name} ({device.url})"
+            + ("" if job.inputs else " — no reference bundle beside it: outputs will not be checked"))
+        result = target.bench(job, agent_args, log)
+        if job.reference:
+            result["reference_kind"] = job.reference
+        folder = results_dir(job, device, out_dir)
+        path = folder / f"{job.artifact.name}.json"
+        _write_json(path, result)
+        write_raw_csv(folder)
+        done.append((path, result))
+    return done
+
+
+def table(results: list[dict]) -> str:
+    head = f"{'device':<14}{'artifact':<30}{'runtime':<12}{'thr':>4}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'spread':>8}{'load ms':>9}{'RSS MB':>8}{'agree':>8}  status"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        ref = r.get("reference") or {}
+        for run in r["runs"]:
+            s = run["steady"]
+
+            def f(v, fmt="{:.3f}"):
+                return "-" if v is None else fmt.format(v)
+
+            lines.append(f"{r.get('device', {}).get('name', '?'):<14}{r['artifact']['name']:<30}{str(r['artifact']['runtime']):<12}{run['threads']:>4}"
+                         f"{f(s.get('p50_ms')):>10}{f(s.get('p90_ms')):>10}{f(s.get('p99_ms')):>10}{f(s.get('spread'), '{:.1%}'):>8}"
+                         f"{f(run['cold_start'].get('load_ms', {}).get('median'), '{:.1f}'):>9}"
+                         f"{f((run.get('rss_peak_kb') or 0) / 1024, '{:.1f}'):>8}{f(ref.get('top1_agreement'), '{:.1%}'):>8}  {r['status']}")
+    for r in results:
+        for flag in r.get("flags", []):
+            lines.append(f"  flag [{r['artifact']['name']}]: {flag}")
+    return "\n".join(lines)
+
+
+def check_devices(specs: list[DeviceSpec]) -> list[tuple[DeviceSpec, bool, str]]:
+    out = []
+    for spec in specs:
+        try:
+            info = target_for(spec).check()
+            out.append((spec, True, info.get("detail", "ok")))
+        except DeviceError as exc:
+            out.append((spec, False, str(exc)))
+    return out
