@@ -59,7 +59,8 @@ def version() -> str:
     return "unavailable"
 
 
-def _spec(name: str, detail: dict, layout: str) -> TensorSpec:
+def edge_spec(name: str, detail: dict, layout: str) -> TensorSpec:
+    """The spec of one edge tensor as the interpreter reports it; scale and zero point only where the edge is integer."""
     dtype = np.dtype(detail["dtype"]).name
     scale, zp = detail.get("quantization", (0.0, 0))
     integer = np.issubdtype(np.dtype(detail["dtype"]), np.integer) and scale > 0
@@ -87,8 +88,8 @@ class LiteRTPredictor:
             self._in = [(d["name"], d) for d in ins]
             self._out = [(d["name"], d) for d in outs]
         self._shapes = {d["index"]: tuple(int(v) for v in d["shape"]) for _, d in self._in}
-        self.inputs = [_spec(n, d, "NHWC" if len(d["shape"]) == 4 else "NC") for n, d in self._in]
-        self.outputs = [_spec(n, d, "NC" if len(d["shape"]) == 2 else "NHWC") for n, d in self._out]
+        self.inputs = [edge_spec(n, d, "NHWC" if len(d["shape"]) == 4 else "NC") for n, d in self._in]
+        self.outputs = [edge_spec(n, d, "NC" if len(d["shape"]) == 2 else "NHWC") for n, d in self._out]
         self.version = version()
 
     def _signature(self) -> dict | None:

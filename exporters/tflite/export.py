@@ -111,7 +111,7 @@ def _convert(module: nn.Module, card: ModelCard, out: Path, quantized: bool) -> 
 def _contract(card: ModelCard, g: TfliteGraph) -> tuple[list[dict], list[dict]]:
     """The ONNX contract (names, pixel range, normalisation) with the .tflite edges as the interpreter reads them."""
     from exporters.onnx.export import _contract as onnx_contract
-    from runtimes.litert_backend import _spec
+    from runtimes.litert_backend import edge_spec
 
     (inp,), (out,) = onnx_contract(card)
     sig = next(iter(g.signatures.values()), {}) if g.signatures else {}
@@ -119,7 +119,7 @@ def _contract(card: ModelCard, g: TfliteGraph) -> tuple[list[dict], list[dict]]:
     in_d = by_index[sig["inputs"][INPUT_NAME]] if sig else g.inputs[0]
     out_d = by_index[sig["outputs"][OUTPUT_NAME]] if sig else g.outputs[0]
     for entry, detail, layout in ((inp, in_d, "NHWC"), (out, out_d, "NC")):
-        spec = _spec(entry["name"], detail, layout)
+        spec = edge_spec(entry["name"], detail, layout)
         entry.update({"shape": list(spec.shape), "layout": layout, "dtype": spec.dtype, "scale": spec.scale, "zero_point": spec.zero_point})
     inp["batch"] = "fixed at 1 as converted; the runtime resizes for other batch sizes"
     return [inp], [out]
