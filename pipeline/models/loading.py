@@ -140,7 +140,9 @@ def load_model(cfg: ModelConfig) -> tuple[nn.Module, ModelCard]:
         kwargs = {"in_channels": shape[0], "num_classes": cfg.num_classes or 10}
         if cfg.mean and cfg.std:
             kwargs.update(mean=cfg.mean, std=cfg.std)
-        model = create_model(cfg.name, **kwargs)
+        with torch.random.fork_rng():  # a zoo model without --weights is the same random model in every process and stage
+            torch.manual_seed(0)
+            model = create_model(cfg.name, **kwargs)
         name = cfg.name
     else:
         raise ModelLoadError(
