@@ -190,12 +190,7 @@ def latency_rows(label: str, run: Path, ptq: dict[str, Path], trials: int, setti
     p90: dict[tuple[str, str], list[float]] = {k: [] for k in preds}
     for _ in range(trials):  # interleaved: every artifact once per trial
         for key, pred in preds.items():
-            spec = pred.inputs[0]
-            x = sample if spec.layout != "NHWC" else np.ascontiguousarray(sample.transpose(0, 2, 3, 1))
-            if spec.scale is not None:
-                info = np.iinfo(np.dtype(spec.dtype))
-                x = np.clip(np.round(x / spec.scale) + spec.zero_point, info.min, info.max).astype(spec.dtype)
-            stats = runtimes.benchmark(pred, {spec.name: x}, settings)
+            stats = runtimes.benchmark(pred, runtimes.prepare_feeds(pred, sample), settings)
             p50[key].append(stats.p50_ms)
             p90[key].append(stats.p90_ms)
     rows = []
