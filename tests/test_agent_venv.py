@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_devices import TINY, device_run  # noqa: F401  (session fixture: artifacts + bundle)
+from test_devices import TINY, device_run  # noqa: F401  (the module pytest loaded, so one session-wide run for all files)
 
 
 @pytest.fixture(scope="module")
@@ -49,20 +49,33 @@ def test_device_venv_has_no_torch_or_tensorflow(device_venv):
     assert found["numpy"] and found["onnxruntime"] and found["openvino"] and found["ai_edge_litert"] and found["devices"]
 
 
-@pytest.mark.parametrize("which, expected", [("int8", "expected_fq"), ("fp32", "expected_fp")])
-def test_agent_in_the_device_venv(device_venv, device_run, which, expected, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def tflite_int8(device_run, tmp_path_factory) -> Path:  # noqa: F811
+    """The int8 student of ``device_run`` as a full-integer .tflite (LiteRT runs it in the venv)."""
+    from exporters.tflite import TfliteOptions, export_int8
+
+    return export_int8(device_run["student"], device_run["card"], tmp_path_factory.mktemp("tflite") / "model.w8a8.tflite", "w8a8",
+                       TfliteOptions(io="int8")).path
+
+
+@pytest.mark.parametrize("which, expected", [("int8", "expected_fq"), ("tflite", "expected_fq")])
+def test_agent_in_the_device_venv(device_venv, device_run, which, expected, tmp_path, request):  # noqa: F811
     py, app = device_venv
     job = tmp_path / "job"  # the image's /job mount
     job.mkdir()
+    files = dict(device_run)
+    if which == "tflite":
+        files["tflite"] = request.getfixturevalue("tflite_int8")
     for key in (which, "inputs", expected):
-        shutil.copy2(device_run[key], job / device_run[key].name)
-    res = subprocess.run([str(py), "-m", "devices.agent", "--graph", str(job / device_run[which].name), *TINY,
-                          "--inputs", str(job / "inputs.npy"), "--expected", str(job / device_run[expected].name),
+        shutil.copy2(files[key], job / files[key].name)
+    res = subprocess.run([str(py), "-m", "devices.agent", "--graph", str(job / files[which].name), *TINY,
+                          "--inputs", str(job / "inputs.npy"), "--expected", str(job / files[expected].name),
                           "--min_agreement", "0.9", "--json_stats", str(job / "result.json")],
                          capture_output=True, text=True, timeout=300, cwd=app, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(app)})
     assert res.returncode == 0, res.stderr[-2000:]
     r = json.loads((job / "result.json").read_text())
     assert r["status"] == "ok" and r["reference"]["top1_agreement"] >= 0.9
+    assert r["artifact"]["runtime"] == {"tflite": "litert"}.get(which, "onnxruntime")
     assert r["environment"]["python_executable"] == str(py)
     assert "torch" not in json.dumps(r["environment"]["versions"])
 

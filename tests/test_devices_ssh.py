@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_devices import TINY, device_run  # noqa: F401  (session fixture: artifacts + bundle)
+from test_devices import TINY, device_run  # noqa: F401  (the module pytest loaded, so one session-wide run for all files)
 
 SSHD = Path("/usr/sbin/sshd")
 pytestmark = pytest.mark.skipif(not SSHD.exists() or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_devices import TINY, device_run  # noqa: F401  (session fixture: artifacts + bundle)
+from test_devices import TINY, device_run  # noqa: F401  (the module pytest loaded, so one session-wide run for all files)
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars"]

@@ -114,16 +114,29 @@ def latency_boxes(series: list[tuple[str, dict]], title: str, unit: str = "laten
     x0, x1 = label_w, width - 20
     lo = min(q["min"] if q.get("min") is not None else q["p50"] for _, q, _ in rows)
     hi = max(q["p99"] if q.get("p99") is not None else q["p50"] for _, q, _ in rows)
-    p90s = [q["p90"] for _, q, _ in rows if q.get("p90") is not None]
-    if p90s:  # a few slow outliers must not squash every box: cut the axis at 2.5× the largest p90
-        hi = min(hi, 2.5 * max(p90s))
-    ticks = nice_ticks(max(0.0, lo - 0.05 * (hi - lo)), hi + 0.05 * (hi - lo) if hi > lo else hi * 1.2 + 1e-6)
-    lo, hi = ticks[0], ticks[-1]
+    if lo > 0 and hi / lo > 10:  # sub-ms medians next to multi-ms tails: a log axis keeps every box readable
+        k0, k1 = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+        ticks = [m * 10.0**k for k in range(k0, k1 + 1) for m in (1, 2, 5) if lo <= m * 10.0**k * 1.0001 and m * 10.0**k <= hi * 2]
+        lo, hi = min(lo, ticks[0]) * 0.9, max(hi, ticks[-1]) * 1.05
+        llo, lhi = math.log10(lo), math.log10(hi)
 
-    def X(v: float) -> float:
-        return x0 + (x1 - x0) * (min(max(v, lo), hi) - lo) / (hi - lo)
+        def X(v: float) -> float:
+            return x0 + (x1 - x0) * (math.log10(min(max(v, lo), hi)) - llo) / (lhi - llo)
 
-    body = _x_axis(x0, x1, 30 + row * len(rows) + 4, 28, lo, hi, ticks, unit)
+        unit += ", log scale"
+    else:
+        ticks = nice_ticks(max(0.0, lo - 0.05 * (hi - lo)), hi + 0.05 * (hi - lo) if hi > lo else hi * 1.2 + 1e-6)
+        lo, hi = ticks[0], ticks[-1]
+
+        def X(v: float) -> float:
+            return x0 + (x1 - x0) * (min(max(v, lo), hi) - lo) / (hi - lo)
+
+    y_axis = 30 + row * len(rows) + 4
+    body = []
+    for t in ticks:
+        body.append(f'<line x1="{X(t):.1f}" y1="28" x2="{X(t):.1f}" y2="{y_axis}" stroke="#e3e3e3"/>'
+                    f'<text x="{X(t):.1f}" y="{y_axis + 14}" text-anchor="middle" fill="#555">{_fmt(t)}</text>')
+    body.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{y_axis + 30}" text-anchor="middle" fill="#333">{escape(unit)}</text>')
     for i, (label, q, n) in enumerate(rows):
         y = 32 + i * row + row / 2
         c = PALETTE[i % len(PALETTE)]
