@@ -78,7 +78,9 @@ def bench_artifacts(artifacts: list[Path], device: DeviceSpec, agent_args: list[
 
 
 def table(results: list[dict]) -> str:
-    head = f"{'device':<14}{'artifact':<30}{'runtime':<12}{'thr':>4}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'spread':>8}{'load ms':>9}{'RSS MB':>8}{'agree':>8}  status"
+    dw = max([len(r.get("device", {}).get("name", "?")) for r in results] + [6]) + 2
+    aw = max([len(r["artifact"]["name"]) for r in results] + [8]) + 2
+    head = f"{'device':<{dw}}{'artifact':<{aw}}{'runtime':<12}{'thr':>4}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'spread':>8}{'load ms':>9}{'RSS MB':>8}{'agree':>8}  status"
     lines = [head, "-" * len(head)]
     for r in results:
         ref = r.get("reference") or {}
@@ -88,7 +90,7 @@ def table(results: list[dict]) -> str:
             def f(v, fmt="{:.3f}"):
                 return "-" if v is None else fmt.format(v)
 
-            lines.append(f"{r.get('device', {}).get('name', '?'):<14}{r['artifact']['name']:<30}{str(r['artifact']['runtime']):<12}{run['threads']:>4}"
+            lines.append(f"{r.get('device', {}).get('name', '?'):<{dw}}{r['artifact']['name']:<{aw}}{str(r['artifact']['runtime']):<12}{run['threads']:>4}"
                          f"{f(s.get('p50_ms')):>10}{f(s.get('p90_ms')):>10}{f(s.get('p99_ms')):>10}{f(s.get('spread'), '{:.1%}'):>8}"
                          f"{f(run['cold_start'].get('load_ms', {}).get('median'), '{:.1f}'):>9}"
                          f"{f((run.get('rss_peak_kb') or 0) / 1024, '{:.1f}'):>8}{f(ref.get('top1_agreement'), '{:.1%}'):>8}  {r['status']}")
