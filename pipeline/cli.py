@@ -48,6 +48,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-bench", action="store_true", help="skip latency measurement in the check stage")
     g.add_argument("--device", help="after the run, bench every artifact on this device (name in the devices file, or a URL)")
     g.add_argument("--devices-file", type=Path, help="devices file (default ./devices.yaml)")
+    g.add_argument("--bench-args", default="", metavar="FLAGS",
+                   help="agent flags for --device, given with '=': --bench-args='--num_threads 1 --trials 5' (default: the full protocol)")
 
 
 def _cli_overrides(args: argparse.Namespace) -> dict:
@@ -84,7 +86,9 @@ def _run(args: argparse.Namespace, until: str | None) -> int:
 
         spec = inventory.resolve(device, args.devices_file)  # a bad device name fails before any stage runs
         Runner(STAGES, ctx).run(until="check", redo_from=args.redo_from)
-        _bench_run(run_dir, spec, [], ctx.log)
+        import shlex
+
+        _bench_run(run_dir, spec, shlex.split(args.bench_args), ctx.log)
         Runner(STAGES, ctx).run(until="report")
     else:
         Runner(STAGES, ctx).run(until=until, redo_from=args.redo_from)
