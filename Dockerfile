@@ -2,12 +2,12 @@
 # zsq-edge device image: the bench agent (devices/) and the runtime wrappers (runtimes/) on a slim Python,
 # with numpy, onnxruntime, ai-edge-litert and openvino from requirements-device.txt. No torch, no tensorflow.
 #
-#   docker buildx build --platform linux/amd64,linux/arm64 -t zsq-edge-device:latest .    # both architectures
-#   docker build -t zsq-edge-device:latest .                                                # this machine's only
-#   docker run --rm --network none -v "$PWD/runs/default:/job" zsq-edge-device:latest \
-#       --graph model.int8.onnx --inputs bench/inputs.npy --expected bench/expected.fake_quant.npy --json_stats result.json
+#   docker buildx build --platform linux/amd64,linux/arm64 -t zsq-device:latest .    # both architectures
+#   docker build -t zsq-device:latest .                                                # this machine's only
+#   docker run --rm --network none -v "$PWD/runs/default:/job" zsq-device:latest \
+#       --graph model.w8a8.onnx --inputs bench/inputs.npy --expected bench/expected.fake_quant.npy --json_stats result.json
 #
-# The entrypoint is `python -m devices.agent`; `pipeline bench --device docker:zsq-edge-device:latest` does the above.
+# The entrypoint is `python -m devices.agent`; `pipeline bench --device docker:zsq-device:latest` does the above.
 ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim-bookworm
 

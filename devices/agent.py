@@ -1,12 +1,12 @@
-"""The device agent: ``python -m devices.agent --graph model.int8.onnx [flags]`` measures one artifact here.
+"""The device agent: ``python -m devices.agent --graph model.w8a8.onnx [flags]`` measures one artifact here.
 
 Flag names follow TFLite's benchmark_model (``--graph --num_threads --warmup_runs
 --warmup_min_secs --num_runs --min_secs --max_secs --run_delay``), OpenVINO's
 benchmark_app (``--json_stats``, ``-m``) and onnxruntime_perf_test (``-r`` for runs,
 ``-x`` for threads); both ``--num_threads`` and ``--num-threads`` spellings work.
 
-    python -m devices.agent --graph model.int8.onnx                      # protocol defaults, JSON on stdout
-    python -m devices.agent --graph model.int8.onnx --full --json_stats out.json
+    python -m devices.agent --graph model.w8a8.onnx                      # protocol defaults, JSON on stdout
+    python -m devices.agent --graph model.w8a8.onnx --full --json_stats out.json
     python -m devices.agent --graph m.onnx --inputs inputs.npy --expected expected.npy --min_agreement 0.98
     python -m devices.agent --graph m.onnx --num_threads 1 --num_runs 5 --min_secs 0 --trials 2 --cold_starts 1
 

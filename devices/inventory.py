@@ -11,7 +11,7 @@
         url: adb://2A0B1C3D
         benchmark_model: ~/android/benchmark_model   # TFLite's binary, pushed when the phone has no Python
       board-image:
-        url: docker:zsq-edge-device:latest
+        url: docker:zsq-device:latest
         platform: linux/arm64
 
 ``local`` (this host) is always there. A URL given where a name is expected works too

@@ -8,7 +8,7 @@
     pipeline report runs/x                         # print a run's summary, write runs/x/report.html
     pipeline report runs/a runs/b --html cmp.html  # compare runs in one page
     pipeline models                                # the model zoo
-    pipeline bench --artifact runs/x/model.int8.onnx --device pi5    # the bench protocol on a device
+    pipeline bench --artifact runs/x/model.w8a8.onnx --device pi5    # the bench protocol on a device
     pipeline run --device local                    # ... and bench every artifact of the run there
     pipeline devices list|check                    # the devices file (devices.yaml) and whether each is reachable
 """

@@ -189,7 +189,7 @@ def test_devices_file(tmp_path):
 
     f = tmp_path / "devices.yaml"
     f.write_text("devices:\n  pi5:\n    url: ssh://pi@10.0.0.5:2222\n    python: /opt/zsq/bin/python\n    cpu_mask: f0\n"
-                 "  phone:\n    url: adb://ABC123\n  img:\n    url: docker:zsq-edge-device:latest\n")
+                 "  phone:\n    url: adb://ABC123\n  img:\n    url: docker:zsq-device:latest\n")
     devs = inventory.load(f)
     assert list(devs) == ["local", "pi5", "phone", "img"]
     assert devs["pi5"].scheme == "ssh" and devs["pi5"].default_agent_args() == ["--cpu_mask", "f0"]
@@ -317,4 +317,4 @@ def test_docker_target_without_an_engine_says_so(device_run):
     if probe.returncode == 0:
         pytest.skip("a Docker engine runs here: the no-engine error cannot be shown")
     with pytest.raises(DeviceError, match="no Docker engine reachable"):
-        DockerTarget(DeviceSpec("img", "docker:zsq-edge-device:latest")).check()
+        DockerTarget(DeviceSpec("img", "docker:zsq-device:latest")).check()
