@@ -61,7 +61,7 @@ def test_report_records_integer_proof_and_input_contract(smoke_run):
     arts = {a["path"]: a for a in report["artifacts"]}
     int8 = arts["model.w8a8.onnx"]
     assert int8["integer_coverage"]["share"] == 1.0
-    assert int8["integer_coverage"]["int_kernels"]["QLinearConv"] == 19  # every conv of ResNet-20
+    assert int8["integer_coverage"]["int_kernels"]["QLinearConv"] == 21  # every conv of ResNet-20: 19 3×3 + 2 projection shortcuts
     inp = int8["inputs"][0]
     assert inp["shape"][1:] == [1, 28, 28] and inp["layout"] == "NCHW" and inp["dtype"] == "float32"
     assert inp["pixel_range"] == [0.0, 1.0] and inp["normalization"] == "inside the model"
