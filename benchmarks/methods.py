@@ -57,10 +57,25 @@ def accuracy(model, x: torch.Tensor, y: np.ndarray) -> float:
         return float((predict(model, x, batch_size=1000).argmax(1).numpy() == y).mean())
 
 
+def load_teacher(model_dir: str | None):
+    """The bundled model, or the same architecture from another ``fmnist_resnet20.{pt,json}`` pair (``--model-dir``)."""
+    from pipeline.config import ModelConfig
+    from pipeline.models.card import ModelCard
+    from pipeline.models.loading import apply_weights, load_model, read_state_dict
+    from pipeline.models.registry import create_model
+
+    if model_dir is None:
+        return load_model(ModelConfig())
+    d = Path(model_dir)
+    card = ModelCard.load(d / "fmnist_resnet20.json")
+    model = create_model(card.extra["arch"], **card.extra["arch_kwargs"])
+    apply_weights(model, read_state_dict(d / "fmnist_resnet20.pt"), str(d))
+    return model.eval(), card
+
+
 def run(args: argparse.Namespace) -> None:
     from benchmarks.fashion_mnist import load_split
-    from pipeline.config import ModelConfig, build_config
-    from pipeline.models.loading import load_model
+    from pipeline.config import build_config
     from pipeline.quant.prepare import QuantProfile, quantize_model
     from pipeline.quant.scheme import BitScheme
     from pipeline.synthesis import QATJob, SyntheticSet, create_method
@@ -70,7 +85,7 @@ def run(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     res = json.loads(out.read_text()) if out.exists() else {"runs": []}
     done = {(r["method"], r["bits"], r["seed"]) for r in res["runs"]}
-    teacher, card = load_model(ModelConfig())
+    teacher, card = load_teacher(args.model_dir)
     xt, yt = load_split("test")
     xtr, ytr = load_split("train")
     xt_t = torch.from_numpy(xt[: args.test_limit] if args.test_limit else xt)
@@ -81,6 +96,7 @@ def run(args: argparse.Namespace) -> None:
     res["budget"] = args.budget
     res["threads"] = args.threads
     res["test_images"] = int(len(yt))
+    res["model"] = args.model_dir or "bundled fmnist_resnet20"
 
     def save() -> None:
         tmp = out.with_name(out.name + ".tmp")
@@ -165,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images (default: all 10k)")
     p.add_argument("--init-acc", action="store_true", help="also measure accuracy right after calibration")
     p.add_argument("--out", default="/work/scratch/methods/bench.json")
+    p.add_argument("--model-dir", help="directory with fmnist_resnet20.pt/.json to use instead of the bundled weights")
     p.add_argument("--render", metavar="JSON", help="print the markdown table of a results file and exit")
     args = p.parse_args(argv)
     if args.render:

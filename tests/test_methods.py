@@ -158,3 +158,68 @@ def test_fdda_without_calibration_data_is_a_one_line_error(tmp_path):
     r = subprocess.run([*cmd[:-4], "--method", "gdfq", "--calib-data", str(tmp_path / "c.npz"), "--out", str(tmp_path / "r2")],
                        cwd=root, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "data-free" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------- end to end on the bundled model (tiny budgets)
+
+E2E = {  # tiny versions of each method's schedule: seconds on 2 cores
+    "zeroq": {"batch_size": 32, "iterations": 15},
+    "gdfq": {"warmup_steps": 10, "gen_batch_size": 16, "gen_width": 32},
+    "hast": {"batch_size": 32, "iterations": 10, "gen_warmup_steps": 5, "gen_batch_size": 16, "gen_width": 32},
+    "lrq": {"warmup_steps": 10, "gen_batch_size": 16, "gen_width": 32},
+    "zaq": {"gen_width": 32},
+    "fdda": {"warmup_steps": 10, "gen_batch_size": 8, "gen_width": 32},
+}
+
+E2E_STEPS = {"zaq": 40}  # ZAQ starts from an untrained generator: it needs a few G steps before its samples help
+
+
+@pytest.fixture(scope="module")
+def holdout(bundled):
+    model, card = bundled
+    s = create_method("bn-inversion", {"batch_size": 64, "iterations": 20}).synthesize(model, card, 64, seed=1000)
+    x = torch.from_numpy(s.images)
+    with torch.no_grad():
+        return x, model(x).argmax(1)
+
+
+def _agreement(student, holdout) -> float:
+    from pipeline.quant.qat import predict
+
+    x, fp = holdout
+    return float((predict(student, x).argmax(1) == fp).float().mean())
+
+
+@pytest.mark.parametrize("method", list(E2E))
+def test_short_run_improves_agreement_with_fp(bundled, holdout, fmnist_test, method):
+    from pipeline.quant.calibrate import calibrate
+    from pipeline.quant.prepare import quantize_model
+    from pipeline.quant.qat import QATSettings
+    from pipeline.quant.scheme import BitScheme
+    from pipeline.synthesis import QATJob, RealData
+
+    model, card = bundled
+    torch.manual_seed(0)
+    strategy = create_method(method, E2E[method])
+    calib = None
+    if strategy.needs_calib_data:  # FDDA: 1 real image per class
+        x, y = fmnist_test
+        idx = [int(np.flatnonzero(y == k)[0]) for k in range(10)]
+        calib = RealData(x[idx], y[idx])
+    pool = strategy.synthesize(model, card, 32, seed=0, calib=calib)
+    assert pool.images.shape == (32, *card.input_shape) and pool.images.min() >= 0.0 and pool.images.max() <= 1.0
+    student = quantize_model(model, BitScheme.parse("w4a4"), "deploy")
+    settings = QATSettings(steps=E2E_STEPS.get(method, 15), batch_size=16, lr=1e-4, quant_lr=1e-3)
+    job = QATJob(student, model, card, pool, settings, seed=0, calib_images=32)
+    if method == "zeroq":  # calibration only: the starting point is calibration on noise
+        calibrate(student, [torch.rand(32, *card.input_shape)])
+        start = _agreement(student, holdout)
+        strategy.calibrate(job)
+        assert strategy.train(job) == []
+    else:
+        strategy.calibrate(job)
+        start = _agreement(student, holdout)
+        losses = strategy.train(job)
+        assert len(losses) == settings.steps and all(math.isfinite(v) for v in losses)
+    end = _agreement(student, holdout)
+    assert end > start, f"{method}: agreement with FP {start:.1%} → {end:.1%}"
