@@ -167,8 +167,9 @@ def accuracy_rows(run: Path, ptq: dict[str, Path], x: np.ndarray, y: np.ndarray,
         logits = predict(path, x)
         cov = a.get("integer_coverage")
         agree = (logits.argmax(1) == fq.argmax(1)).mean() * 100
+        share = "-" if not cov else f"{cov['share'] * 100:.1f} %"
         rows.append(f"| {bits} | ours: {a['path']} | {RUNTIME_OF[path.suffix]} | {(logits.argmax(1) == y).mean() * 100:.2f} % | "
-                    f"{agree:.2f} % | {'-' if not cov else f'{cov['share'] * 100:.1f} %'} |")
+                    f"{agree:.2f} % | {share} |")
     for rt, path in ptq.items():
         logits = predict(path, x)
         rows.append(f"| {bits} | {rt} PTQ: {path.name} | {rt} | {(logits.argmax(1) == y).mean() * 100:.2f} % | "

@@ -38,3 +38,18 @@ def fmnist_npz(tmp_path_factory, fmnist_test) -> Path:
     path = tmp_path_factory.mktemp("evaldata") / "fmnist_test_2k.npz"
     np.savez(path, images=np.round(x[:2000, 0] * 255).astype(np.uint8), labels=y[:2000])
     return path
+
+
+def run_without_torch(code: str, timeout: int = 120) -> str:
+    """Run ``code`` in a fresh interpreter, then fail if it imported torch or tensorflow; returns its stdout.
+
+    ``runtimes/`` and ``devices/`` run on devices that have neither, so importing and
+    using them must not pull either in.
+    """
+    import subprocess
+
+    check = "\nimport sys as _s\n_bad = [m for m in ('torch', 'tensorflow') if m in _s.modules]\nassert not _bad, f'imported {_bad}'\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-c", code + check], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -19,27 +17,8 @@ from pipeline.quant.calibrate import calibrate
 from pipeline.quant.prepare import quantize_model
 from pipeline.quant.scheme import BitScheme
 from pipeline.stages.export import output_scale
-from tests.conftest import ROOT
-
-
-class ConcatHardswishNet(nn.Module):
-    """Depth-wise convs, a concat, ReLU6 and a residual add in one small model."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
-        self.dw = nn.Sequential(nn.Conv2d(16, 16, 3, 1, 1, groups=16, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
-        self.pw = nn.Sequential(nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16))
-        self.branch = nn.Sequential(nn.Conv2d(16, 8, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
-        self.head = nn.Sequential(nn.Conv2d(24, 32, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(32, 10)
-
-    def forward(self, x):
-        x = self.stem(x)
-        x = x + self.pw(self.dw(x))
-        x = torch.cat([x, self.branch(x)], 1)
-        return self.fc(torch.flatten(self.pool(self.head(x)), 1))
+from tests.conftest import run_without_torch
+from tests.models import ConcatHardswishNet, WithConv1d
 
 
 def _quantized(model, shape, bits="w8a8", n=32):
@@ -107,18 +86,6 @@ def test_w4_weights_stay_on_the_4bit_grid(tmp_path):
 
 
 def test_gate_fails_naming_the_float_op(tmp_path):
-    class WithConv1d(nn.Module):  # Conv1d has no integer path in the exporter
-        def __init__(self):
-            super().__init__()
-            self.c = nn.Conv2d(1, 4, 3)
-            self.bn = nn.BatchNorm2d(4)
-            self.c1 = nn.Conv1d(4, 4, 3)
-            self.fc = nn.Linear(4, 10)
-
-        def forward(self, x):
-            x = torch.relu(self.bn(self.c(x))).flatten(2)
-            return self.fc(self.c1(x).mean(2))
-
     q = _quantized(WithConv1d(), (1, 12, 12))
     art = export_qdq(q, ModelCard("c1", (1, 12, 12), 10), tmp_path / "m.onnx", "w8a8")
     with pytest.raises(ExportError, match=r"c1/Conv.*\(Conv\)"):
@@ -128,13 +95,9 @@ def test_gate_fails_naming_the_float_op(tmp_path):
 def test_runtimes_import_neither_torch_nor_tensorflow(tmp_path):
     factory, shape = MODELS["resnet20"]
     art = export_fp32(factory().eval(), ModelCard("r", shape, 10), tmp_path / "m.onnx")
-    code = (
-        "import sys, numpy as np, runtimes\n"
+    run_without_torch(
+        "import numpy as np, runtimes\n"
         f"p = runtimes.load({str(art.path)!r})\n"
         "y = runtimes.run_single(p, np.zeros((1, 1, 28, 28), np.float32))\n"
         "assert y.shape == (1, 10)\n"
-        "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]\n"
-        "assert not bad, bad\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert res.returncode == 0, res.stderr

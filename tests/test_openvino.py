@@ -7,16 +7,11 @@ fidelity, not accuracy): resnet20 (1×28×28) and mobilenetv2 (3×32×32, depth-
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-pytest.importorskip("openvino")
 
 from exporters.artifact import Artifact  # noqa: E402
 from exporters.onnx import export_fp32, export_qdq  # noqa: E402
@@ -29,8 +24,8 @@ from pipeline.quant.scheme import BitScheme  # noqa: E402
 from pipeline.stages.export import output_scale  # noqa: E402
 
 import runtimes  # noqa: E402
+from tests.conftest import run_without_torch  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 N_INPUTS = 32
 MAX_LSB = 3.0  # torch fake-quant vs integer kernels: 1 LSB rounding floor (conversion.md §6), a few LSB allowed
 CASES = {
@@ -181,16 +176,10 @@ def test_export_stage_openvino_only(tmp_path: Path) -> None:
 
 
 def test_runtimes_load_xml_without_torch(case: Case) -> None:
-    code = (
+    run_without_torch(
         "import sys, numpy as np, runtimes\n"
         "assert 'openvino' not in sys.modules, 'importing runtimes imported openvino'\n"
         f"p = runtimes.load({str(case.ir_q.path)!r})\n"
         f"y = runtimes.run_single(p, np.random.rand(2, {', '.join(map(str, case.card.input_shape))}).astype(np.float32))\n"
         "assert y.shape == (2, 10) and p.runtime == 'openvino'\n"
-        "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]\n"
-        "assert not bad, bad\n"
-        "print('ok')\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr

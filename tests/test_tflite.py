@@ -10,18 +10,12 @@ module (fixtures) and shared by the tests that read it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
-
-pytest.importorskip("litert_torch")
-pytest.importorskip("ai_edge_litert")
 
 import runtimes  # noqa: E402
 from exporters.artifact import Artifact  # noqa: E402
@@ -34,9 +28,9 @@ from pipeline.quant.calibrate import calibrate  # noqa: E402
 from pipeline.quant.prepare import quant_layers, quantize_model  # noqa: E402
 from pipeline.quant.scheme import BitScheme  # noqa: E402
 from pipeline.stages.export import output_scale  # noqa: E402
-from tests.test_onnx_export import ConcatHardswishNet  # noqa: E402
+from tests.conftest import run_without_torch  # noqa: E402
+from tests.models import ConcatHardswishNet, WithConv1d  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 N_INPUTS = 128
 MAX_LSB = 3.0  # fake-quant vs integer kernels: 1 LSB rounding floor (conversion.md §6), a few LSB allowed
 MODELS = {
@@ -214,21 +208,6 @@ def test_ptq_calibrated_fallback(tmp_path) -> None:
     assert err < 0.05 and (y.argmax(1) == ref.argmax(1)).mean() >= 0.9
 
 
-class WithConv1d(nn.Module):
-    """A Conv1d: quantize_model leaves it float (it has no integer path), so the .tflite keeps a float CONV_2D."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c = nn.Conv2d(1, 4, 3)
-        self.bn = nn.BatchNorm2d(4)
-        self.c1 = nn.Conv1d(4, 4, 3)
-        self.fc = nn.Linear(4, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.bn(self.c(x))).flatten(2)
-        return self.fc(self.c1(x).mean(2))
-
-
 def test_gate_fails_naming_the_float_op_and_leaves_nothing(tmp_path) -> None:
     q = quantize_model(WithConv1d().eval(), BitScheme(8, 8))
     calibrate(q, [torch.rand(8, 1, 12, 12)])
@@ -307,16 +286,10 @@ def test_export_stage_tflite(tmp_path) -> None:
 
 def test_runtimes_load_tflite_without_torch(resnet_w8a8: Case) -> None:
     case = resnet_w8a8
-    code = (
+    run_without_torch(
         "import sys, numpy as np, runtimes\n"
         "assert 'ai_edge_litert' not in sys.modules, 'importing runtimes imported the interpreter'\n"
         f"p = runtimes.load({str(case.art.path)!r})\n"
         "y = runtimes.run_single(p, np.random.rand(2, 1, 28, 28).astype(np.float32))\n"
         "assert y.shape == (2, 10) and p.runtime == 'litert' and p.inputs[0].layout == 'NHWC'\n"
-        "bad = [m for m in ('torch', 'tensorflow') if m in sys.modules]\n"
-        "assert not bad, bad\n"
-        "print('ok')\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-2000:]
