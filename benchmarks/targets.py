@@ -224,7 +224,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)
         for bits in args.bits.split(","):
-            run = root / f"bundled_{bits}"
+            run = root / bits  # same folder names as benchmarks.data_free_cost: --out there reuses its synth and qat stages
             pipeline_run(run, {"qat.bits": bits, "export.targets": ["onnx", "openvino", "tflite"]}, args.budget)
             ptq = build_ptq(run, holdout_images(run))
             acc += accuracy_rows(run, ptq, x, y, bits)
