@@ -45,9 +45,9 @@ class SynthesisConfig:
     holdout_images: int = 128  # disjoint set for the checks, never trained on
     seed: int = 0
     holdout_seed: int = 1000
-    options: dict[str, Any] = field(default_factory=lambda: {"batch_size": 128, "iterations": 150})
+    options: dict[str, Any] = field(default_factory=lambda: {"batch_size": 64, "iterations": 60})
     # The held-out set for the checks is always plain bn-inversion (same images whatever the method).
-    holdout_options: dict[str, Any] = field(default_factory=lambda: {"batch_size": 128, "iterations": 150})
+    holdout_options: dict[str, Any] = field(default_factory=lambda: {"batch_size": 64, "iterations": 60})
     calib_data: str | None = None  # real images, >= 1 per class: only fdda (not data-free) uses them
 
     def __post_init__(self) -> None:
