@@ -155,8 +155,9 @@ def render(path: Path) -> str:
             return "–"
         if key != "accuracy":
             return f"{statistics.mean(v):.0f}"
-        sd = statistics.stdev(v) if len(v) > 1 else 0.0
-        return f"{100 * statistics.mean(v):.2f} ± {100 * sd:.2f} (n={len(v)})"
+        if len(v) == 1:
+            return f"{100 * v[0]:.2f} (n=1)"
+        return f"{100 * statistics.mean(v):.2f} ± {100 * statistics.stdev(v):.2f} (n={len(v)})"
 
     def secs(m: str, b: str) -> str:
         v = [r["synth_seconds"] + r["qat_seconds"] for r in runs if r["method"] == m and r["bits"] == b]
