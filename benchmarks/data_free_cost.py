@@ -62,7 +62,7 @@ def run_one(bits: str, targets: str, budget: str, out: Path, eval_npz: Path, set
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| trained | artifact | runtime | real top-1 | Δ vs FP (pt) | fake-quant top-1 | agree FP (real) | agree FQ (held-out synth) | wall |",
+    lines = ["| trained | artifact | runtime | real top-1 | Δ vs FP (pt) | fake-quant top-1 | agree FP (held-out synth) | agree FQ (held-out synth) | wall |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ev = r["check"]["eval_data"]
@@ -72,7 +72,7 @@ def table(rows: list[dict]) -> str:
                 continue
             fq = (a.get("vs_fake_quant") or {}).get("top1_agreement")
             lines.append(f"| {r['bits']} | {name} | {a['runtime']} | {a['accuracy'] * 100:.2f} % | {(a['accuracy'] - fp) * 100:+.2f} | "
-                         f"{ev['fake_quant_accuracy'] * 100:.2f} % | {a['vs_fp']['top1_agreement'] * 100:.1f} % (synth) | "
+                         f"{ev['fake_quant_accuracy'] * 100:.2f} % | {a['vs_fp']['top1_agreement'] * 100:.1f} % | "
                          f"{'-' if fq is None else f'{fq * 100:.1f} %'} | {r['wall_s']:.0f} s |")
     fp = rows[0]["check"]["eval_data"]["fp_accuracy"]
     lines.append(f"\nFP model (PyTorch): {fp * 100:.2f} % on {rows[0]['check']['eval_data']['images']} real test images.")
