@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -53,6 +54,9 @@ class TensorQParams:
     zero_point: int
 
     def __post_init__(self) -> None:
+        # The flatbuffer stores scales as float32; the converter compares the scales on both sides of
+        # scale-preserving ops (PAD, pooling) in that precision, so keep every scale float32-exact.
+        object.__setattr__(self, "scale", float(np.float32(self.scale)))
         if not self.scale > 0 or not INT8_MIN <= self.zero_point <= INT8_MAX:
             raise ExportError(f"bad int8 quantization parameters (scale {self.scale}, zero point {self.zero_point})")
 
