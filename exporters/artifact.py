@@ -28,6 +28,22 @@ class IntegerCoverage:
         d["share"] = round(self.share, 6)
         return d
 
+    def require(self, artifact_name: str, min_share: float, strict_kernels: bool = False) -> None:
+        """The integer gate every exporter runs: fail naming the ops that stay float when the MAC share is below ``min_share``.
+
+        ``strict_kernels``: at a 100 % requirement also fail on any float kernel counted in
+        ``float_kernels`` (LiteRT counts float ADD/MEAN/pooling there, not only MAC ops).
+        """
+        from pipeline.errors import ExportError
+
+        structural = strict_kernels and bool(self.float_kernels) and min_share >= 1.0
+        if self.share + 1e-12 < min_share or structural:
+            names = ", ".join(self.float_nodes[:8]) + (" ..." if len(self.float_nodes) > 8 else "")
+            raise ExportError(
+                f"{artifact_name}: only {self.share:.1%} of MACs run in integer on {self.runtime} (required {min_share:.0%}); "
+                f"float ops: {names or 'none found'}; quantize these layers or lower export.min_integer_coverage"
+            )
+
 
 @dataclass
 class Artifact:

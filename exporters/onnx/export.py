@@ -116,10 +116,5 @@ def check_integer(artifact: Artifact, sample: torch.Tensor | None, card: ModelCa
         artifact.notes["ort_optimized_graph"] = optimized_path.name
         artifact.notes["ort_optimized_op_counts"] = dict(sorted(counts.items()))
     artifact.coverage = cov
-    if cov.share + 1e-12 < min_share:
-        names = ", ".join(cov.float_nodes[:8]) + (" ..." if len(cov.float_nodes) > 8 else "")
-        raise ExportError(
-            f"{artifact.path.name}: only {cov.share:.1%} of MACs run in integer on onnxruntime (required {min_share:.0%}); "
-            f"float ops: {names or 'none found'}; quantize these layers or lower export.min_integer_coverage"
-        )
+    cov.require(artifact.path.name, min_share)
     return cov

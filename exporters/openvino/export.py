@@ -166,10 +166,5 @@ def check_integer_openvino(artifact: Artifact, sample, card: ModelCard, min_shar
     artifact.notes["precision_hint"] = pred.precision_hint
     artifact.notes["inference_precision"] = pred.inference_precision
     artifact.notes["openvino_runtime_layers"] = dict(sorted(layers.items()))
-    if cov.share + 1e-12 < min_share:
-        names = ", ".join(cov.float_nodes[:8]) + (" ..." if len(cov.float_nodes) > 8 else "")
-        raise ExportError(
-            f"{artifact.path.name}: only {cov.share:.1%} of MACs run in integer on openvino (required {min_share:.0%}); "
-            f"float ops: {names or 'none found'}; quantize these layers or lower export.min_integer_coverage"
-        )
+    cov.require(artifact.path.name, min_share)
     return cov

@@ -139,13 +139,7 @@ def _versions() -> dict[str, str]:
 
 def gate(cov: IntegerCoverage, name: str, min_share: float) -> None:
     """Fail naming the ops that stay float: MAC share below ``min_share``, or any float op at all when 100 % is required."""
-    structural_float = bool(cov.float_kernels) and min_share >= 1.0
-    if cov.share + 1e-12 < min_share or structural_float:
-        names = ", ".join(cov.float_nodes[:8]) + (" ..." if len(cov.float_nodes) > 8 else "")
-        raise ExportError(
-            f"{name}: only {cov.share:.1%} of MACs run in integer on litert (required {min_share:.0%}); "
-            f"float ops: {names or 'none found'}; quantize these layers or lower export.min_integer_coverage"
-        )
+    cov.require(name, min_share, strict_kernels=True)
 
 
 def _record(art: Artifact, g: TfliteGraph, cov: IntegerCoverage) -> None:
