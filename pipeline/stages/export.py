@@ -27,6 +27,13 @@ def output_scale(student: torch.nn.Module) -> float | None:
     return None
 
 
+def _log_integer(ctx: RunContext, art: Artifact, detail: str = "") -> None:
+    """One line per integer artifact: size, MAC share in integer on its runtime, the integer kernels."""
+    cov = art.coverage
+    kernels = ", ".join(f"{v} {k}" for k, v in sorted(cov.int_kernels.items()))
+    ctx.log(f"  {art.path.name}: {art.size_bytes / 1e6:.2f} MB, {cov.share:.1%} of MACs in integer on {cov.runtime}{detail} ({kernels})")
+
+
 def _onnx(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module | None, card, sample: torch.Tensor) -> list[Artifact]:
     from exporters.onnx import check_integer, export_fp32, export_qdq
 
@@ -43,9 +50,7 @@ def _onnx(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module | 
             art.path.unlink(missing_ok=True)  # an artifact that fails the gate is not left behind
             optimized.unlink(missing_ok=True)
             raise
-        cov = art.coverage
-        ctx.log(f"  {art.path.name}: {art.size_bytes / 1e6:.2f} MB, {cov.share:.1%} of MACs in integer on onnxruntime "
-                f"({', '.join(f'{v} {k}' for k, v in sorted(cov.int_kernels.items()))})")
+        _log_integer(ctx, art)
         arts.append(art)
     return arts
 
@@ -53,7 +58,7 @@ def _onnx(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module | 
 def _openvino(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module | None, card, sample: torch.Tensor) -> list[Artifact]:
     """IR from the ONNX files: reused when the onnx target ran first in this stage, else written here as intermediates."""
     from exporters.onnx import export_fp32, export_qdq
-    from exporters.openvino import check_integer_openvino, export_ir
+    from exporters.openvino import check_integer_openvino, export_ir, ir_files
     from runtimes.openvino_backend import DEFAULT_PRECISION_HINT
 
     own_onnx = "onnx" not in ctx.cfg.export.targets  # run() puts onnx first, so its files are this run's
@@ -71,10 +76,13 @@ def _openvino(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Modul
         art = export_ir(qdq_onnx, ctx.path(f"model.{precision}.xml"), precision, card)
         art.notes["trained_bits"] = scheme(ctx).name
         art.notes["output_scale"] = output_scale(student)
-        check_integer_openvino(art, sample, card, ctx.cfg.export.min_integer_coverage, precision_hint=DEFAULT_PRECISION_HINT)
-        cov = art.coverage
-        ctx.log(f"  {art.path.name}: {art.size_bytes / 1e6:.2f} MB, {cov.share:.1%} of MACs in integer on openvino "
-                f"(hint {art.notes['precision_hint']}; {', '.join(f'{v} {k}' for k, v in sorted(cov.int_kernels.items()))})")
+        try:
+            check_integer_openvino(art, sample, card, ctx.cfg.export.min_integer_coverage, precision_hint=DEFAULT_PRECISION_HINT)
+        except ExportError:
+            for f in ir_files(art.path):  # an IR that fails the gate is not left behind
+                f.unlink(missing_ok=True)
+            raise
+        _log_integer(ctx, art, f" (hint {art.notes['precision_hint']})")
         arts.append(art)
     return arts
 
@@ -94,9 +102,7 @@ def _tflite(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module 
             art = export_int8(student, card, ctx.path(f"model.{precision}.tflite"), precision, options)
         art.notes["trained_bits"] = scheme(ctx).name
         art.notes["output_scale"] = output_scale(student) if not e.tflite_calibrate else art.outputs[0]["scale"]
-        cov = art.coverage
-        ctx.log(f"  {art.path.name}: {art.size_bytes / 1e6:.2f} MB, {cov.share:.1%} of MACs in integer on litert, {art.notes['mode']} "
-                f"({', '.join(f'{v} {k}' for k, v in sorted(cov.int_kernels.items()))})")
+        _log_integer(ctx, art, f", {art.notes['mode']}")
         arts.append(art)
     return arts
 
