@@ -28,6 +28,22 @@ class IntegerCoverage:
         d["share"] = round(self.share, 6)
         return d
 
+    def tally(self, kernel: str, integer: bool, macs: int = 0, node: str | None = None, other: bool = False) -> None:
+        """Count one executed op: integer or float kernel (with its MACs), or, with ``other``, a float op outside the gate.
+
+        A float kernel's ``node`` is named in :meth:`require`'s error.
+        """
+        if other:
+            self.other_float_ops[kernel] = self.other_float_ops.get(kernel, 0) + 1
+        elif integer:
+            self.int_macs += macs
+            self.int_kernels[kernel] = self.int_kernels.get(kernel, 0) + 1
+        else:
+            self.float_macs += macs
+            self.float_kernels[kernel] = self.float_kernels.get(kernel, 0) + 1
+            if node is not None:
+                self.float_nodes.append(node)
+
     def require(self, artifact_name: str, min_share: float, strict_kernels: bool = False) -> None:
         """The integer gate every exporter runs: fail naming the ops that stay float when the MAC share is below ``min_share``.
 

@@ -59,9 +59,6 @@ def onnxruntime_coverage(model_path: Path, sample: np.ndarray, threads: int = 1)
         pred.run({pred.inputs[0].name: sample})
         trace = json.loads(Path(pred.end_profiling()).read_text())
     cov = IntegerCoverage("onnxruntime", 0, 0)
-    int_k: Counter = Counter()
-    float_k: Counter = Counter()
-    other: Counter = Counter()
     for ev in trace:
         args = ev.get("args", {})
         if ev.get("cat") != "Node" or "op_name" not in args or not ev.get("name", "").endswith("_kernel_time"):
@@ -73,16 +70,9 @@ def onnxruntime_coverage(model_path: Path, sample: np.ndarray, threads: int = 1)
         if op in INT_MAC_OPS or op in FLOAT_MAC_OPS:
             widx = INT_MAC_OPS.get(op, FLOAT_MAC_OPS.get(op))
             macs = _macs(outs[0] if outs else [], ins[widx] if len(ins) > widx else [])
-            if op in INT_MAC_OPS:
-                cov.int_macs += macs
-                int_k[op] += 1
-            else:
-                cov.float_macs += macs
-                float_k[op] += 1
-                cov.float_nodes.append(f"{node} ({op})")
+            cov.tally(op, op in INT_MAC_OPS, macs, f"{node} ({op})")
         elif op in INT_OTHER_OPS:
-            int_k[op] += 1
+            cov.tally(op, True)
         elif op in FLOAT_OTHER_OPS:
-            other[op] += 1
-    cov.int_kernels, cov.float_kernels, cov.other_float_ops = dict(int_k), dict(float_k), dict(other)
+            cov.tally(op, False, other=True)
     return cov

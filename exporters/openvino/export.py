@@ -114,9 +114,6 @@ def _macs(layer: str, out: list[int] | None, w: list[int] | None) -> int | None:
 def _classify(pred, sample: np.ndarray) -> tuple[IntegerCoverage, Counter]:
     pred.run({pred.inputs[0].name: sample})  # the runtime graph must execute, not just compile
     cov = IntegerCoverage("openvino", 0, 0)
-    int_k: Counter = Counter()
-    float_k: Counter = Counter()
-    other: Counter = Counter()
     layers: Counter = Counter()
     for op in pred.runtime_layers():
         layer, prec = op["layer_type"], op["precision"].lower()
@@ -128,18 +125,11 @@ def _classify(pred, sample: np.ndarray) -> tuple[IntegerCoverage, Counter]:
             w = _dims(op["inputs"][1]) if len(op["inputs"]) > 1 else None
             macs = _macs(layer, _dims(op["outputs"][0]) if op["outputs"] else None, w)
             macs = 1 if macs is None else macs  # shapes unknown: count the op
-            if prec in INT_PRECISIONS:
-                cov.int_macs += macs
-                int_k[key] += 1
-            else:
-                cov.float_macs += macs
-                float_k[key] += 1
-                cov.float_nodes.append(f"{op['name']} ({key})")
+            cov.tally(key, prec in INT_PRECISIONS, macs, f"{op['name']} ({key})")
         elif prec in INT_PRECISIONS:
-            int_k[key] += 1
+            cov.tally(key, True)
         elif prec in FLOAT_PRECISIONS:
-            other[key] += 1
-    cov.int_kernels, cov.float_kernels, cov.other_float_ops = dict(int_k), dict(float_k), dict(other)
+            cov.tally(key, False, other=True)
     return cov, layers
 
 

@@ -113,33 +113,18 @@ def _is_integer(g: TfliteGraph, op: dict) -> bool:
 def tflite_coverage(g: TfliteGraph) -> IntegerCoverage:
     """Classify every op of ``g``: integer / float MAC ops (with MACs), integer or float structural and other ops."""
     cov = IntegerCoverage("litert", 0, 0)
-    int_k: Counter = Counter()
-    float_k: Counter = Counter()
-    other: Counter = Counter()
     for op in g.ops:
         name = op["op_name"]
         if name in NOT_KERNELS:
             continue
         integer = _is_integer(g, op)
         if name in MAC_OPS:
-            macs = _macs(g, op)
-            if integer:
-                cov.int_macs += macs
-                int_k[name] += 1
-            else:
-                cov.float_macs += macs
-                float_k[name] += 1
-                cov.float_nodes.append(_op_name(g, op))
+            cov.tally(name, integer, _macs(g, op), _op_name(g, op))
         elif name in STRUCTURAL_OPS:
-            if integer:
-                int_k[name] += 1
-            else:
-                float_k[name] += 1
-                cov.float_nodes.append(_op_name(g, op))
+            cov.tally(name, integer, node=_op_name(g, op))
         elif name in EDGE_OPS or integer:
-            int_k[name] += 1
+            cov.tally(name, True)
         else:
-            other[name] += 1
-    cov.int_kernels, cov.float_kernels, cov.other_float_ops = dict(int_k), dict(float_k), dict(other)
+            cov.tally(name, False, other=True)
     return cov
 
