@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-METHODS = ("zeroq", "gdfq", "hast", "lrq", "zaq", "fdda")
+METHODS = ("bn-inversion", "zeroq", "gdfq", "hast", "lrq", "zaq", "fdda")  # bn-inversion: the pipeline default
 REAL = "real-data QAT"
 
 
@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> None:
                 continue
             name = "bn-inversion" if method == REAL else method
             cfg = build_config(args.budget, cli={"synthesis.method": name, "synthesis.seed": seed, "qat.seed": seed,
-                                                 "synthesis.holdout_seed": seed + 1000})
+                                                 "synthesis.holdout_seed": seed + 1000}, sets=args.set)
             strategy = create_method(name, cfg.synthesis.options)
             t0 = time.time()
             if method == REAL:  # the upper bound: the default KD loop on real training images, same steps and batch
@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", default="fast")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images (default: all 10k)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the budget for every method, as `pipeline run --set` (an ablation; recorded in the JSON)")
     p.add_argument("--init-acc", action="store_true", help="also measure accuracy right after calibration")
     p.add_argument("--out", default="/work/scratch/methods/bench.json")
     p.add_argument("--model-dir", help="directory with fmnist_resnet20.pt/.json to use instead of the bundled weights")

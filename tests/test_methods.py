@@ -133,6 +133,9 @@ def test_budgets_are_per_method_presets():
     assert len({(c.qat.steps, c.qat.batch_size, c.synthesis.num_images) for c in fast.values()}) == 1  # equal budgets
     for m, c in fast.items():
         create_method(m, c.synthesis.options)  # every preset is valid for its method
+    synth_steps = {m: c.synthesis.options.get("iterations", c.synthesis.options.get("warmup_steps")) for m, c in fast.items()}
+    del synth_steps["zaq"]  # adversarial from the first step: no warm-up
+    assert len(set(synth_steps.values())) == 1 and fast["hast"].synthesis.options["gen_warmup_steps"] == synth_steps["hast"]
     assert build_config("fast", cli={"synthesis.method": "zeroq"}).qat.steps == 0  # calibration only
     paper = build_config("paper", sets=["synthesis.method=hast", "synthesis.options.beta=5"])
     assert paper.synthesis.options["iterations"] == 1000 and paper.synthesis.options["beta"] == 5 and paper.qat.steps == 30200
