@@ -18,7 +18,7 @@ one run:
   the PTQ artifact, each trial interleaved so drift hits every row alike; the
   bundled model and a ResNet-18 at 224×224 (random weights: speed only).
 
-Needs the ``bench`` extra (nncf, ai-edge-quantizer). Prints Markdown for
+Needs the ``bench`` extra (``pip install -e ".[bench]"``: nncf, ai-edge-quantizer). Prints Markdown for
 ``benchmarks/RESULTS.md``.
 """
 
