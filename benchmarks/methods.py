@@ -163,11 +163,19 @@ def render(path: Path) -> str:
         v = [r["synth_seconds"] + r["qat_seconds"] for r in runs if r["method"] == m and r["bits"] == b]
         return f"{statistics.mean(v):.0f}" if v else "–"
 
-    head = "| method | " + " | ".join(f"{b.upper()} top-1 % | {b.upper()} wall s" for b in bits) + " |"
-    sep = "|---|" + "---:|---:|" * len(bits)
+    def calib(m: str, b: str) -> str:
+        v = [r["accuracy_after_calibration"] for r in runs if r["method"] == m and r["bits"] == b
+             and r.get("accuracy_after_calibration") is not None]
+        return f"{100 * statistics.mean(v):.1f}" if v else "–"
+
+    with_calib = any(r.get("accuracy_after_calibration") is not None for r in runs)
+    cols = ["top-1 %", *(["after calibration %"] if with_calib else []), "wall s"]
+    head = "| method | " + " | ".join(f"{b.upper()} {c}" for b in bits for c in cols) + " |"
+    sep = "|---|" + "---:|" * len(cols) * len(bits)
     lines = [f"FP (same run, {res.get('test_images', 10000)} test images): **{100 * res['fp_accuracy']:.2f}%**", "", head, sep]
     for m in methods:
-        lines.append(f"| {m} | " + " | ".join(f"{cell(m, b)} | {secs(m, b)}" for b in bits) + " |")
+        cells = [[cell(m, b), *([calib(m, b)] if with_calib else []), secs(m, b)] for b in bits]
+        lines.append(f"| {m} | " + " | ".join(c for row in cells for c in row) + " |")
     return "\n".join(lines)
 
 
