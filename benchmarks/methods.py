@@ -57,6 +57,16 @@ def accuracy(model, x: torch.Tensor, y: np.ndarray) -> float:
         return float((predict(model, x, batch_size=1000).argmax(1).numpy() == y).mean())
 
 
+def accuracy_mid_training(model, x: torch.Tensor, y: np.ndarray) -> float:
+    """:func:`accuracy` between training steps: it leaves the quantizers in eval mode, so put them back in train mode."""
+    from pipeline.quant.prepare import quantizers
+
+    acc = accuracy(model, x, y)
+    for q in quantizers(model):
+        q.train()
+    return acc
+
+
 def load_teacher(model_dir: str | None):
     """The bundled model, or the same architecture from another ``fmnist_resnet20.{pt,json}`` pair (``--model-dir``)."""
     from pipeline.config import ModelConfig

@@ -40,10 +40,10 @@ def real_pool(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> tuple[torch.Te
 def train_and_trace(teacher, bits: str, x: torch.Tensor, y: torch.Tensor, x_eval: torch.Tensor, y_eval: np.ndarray,
                     steps: int, batch_size: int, eval_at: set[int]) -> dict:
     """Calibrate on the pool, train ``steps`` KD steps, and return real accuracy at ``eval_at`` steps and KD losses."""
-    from benchmarks.methods import accuracy
+    from benchmarks.methods import accuracy, accuracy_mid_training
     from pipeline.quant.calibrate import calibrate
     from pipeline.quant.distill import kd_kl
-    from pipeline.quant.prepare import QuantProfile, quantize_model, quantizers
+    from pipeline.quant.prepare import QuantProfile, quantize_model
     from pipeline.quant.qat import QATSettings, train_qat
     from pipeline.quant.scheme import BitScheme
 
@@ -55,11 +55,10 @@ def train_and_trace(teacher, bits: str, x: torch.Tensor, y: torch.Tensor, x_eval
     seen = {"step": 0}
 
     def trace(s, _t, _x, _y, _sl, _tl) -> torch.Tensor:  # an extra-loss hook that only measures
+        done = seen["step"]  # optimiser steps taken before this one
         seen["step"] += 1
-        if seen["step"] in eval_at:
-            curve[seen["step"]] = accuracy(s, x_eval, y_eval)
-            for q in quantizers(s):
-                q.train()  # ``accuracy`` put the quantizers in eval mode
+        if done in eval_at and done:
+            curve[done] = accuracy_mid_training(s, x_eval, y_eval)
         return torch.zeros(())
 
     train_qat(student, teacher, x, y, QATSettings(steps=steps, batch_size=batch_size, lr=1e-5, quant_lr=1e-4), seed=0,

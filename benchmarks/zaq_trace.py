@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import pipeline.synthesis.methods.zaq as zaq
     from benchmarks.fashion_mnist import load_split
-    from benchmarks.methods import _settings, accuracy, load_teacher
+    from benchmarks.methods import _settings, accuracy, accuracy_mid_training, load_teacher
     from pipeline.config import build_config
-    from pipeline.quant.prepare import QuantProfile, quantize_model, quantizers
+    from pipeline.quant.prepare import QuantProfile, quantize_model
     from pipeline.quant.quantizers import ActQuantizer
     from pipeline.quant.scheme import BitScheme
     from pipeline.synthesis import QATJob, create_method
@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     def tracing_progress(steps, desc=None):  # zaq's loop iterates this: measure between Q steps
         for i in steps:
             if i % args.every == 0 or i == len(steps) - 1:
-                row = {"step": i, "accuracy": accuracy(student, x_eval, y_eval)}
-                for q in quantizers(student):
-                    q.train()  # ``accuracy`` put the quantizers in eval mode
+                row = {"step": i, "accuracy": accuracy_mid_training(student, x_eval, y_eval)}
                 hi = [float(m.hi) for m in student.modules() if isinstance(m, ActQuantizer)]
                 row.update(act_hi_mean=float(np.mean(hi)), act_hi_max=max(hi))
                 if "x" in last:
