@@ -154,7 +154,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 # same budget for every method (equal budgets for comparisons): a 128-image pool, 200 synthesis steps
 # (inversion iterations per image batch, or generator warm-up steps) and 200 Q steps of batch 32.
 # 200 synthesis steps because at 40 the inverted images do not match the BN statistics yet and every
-# method that trains on them loses accuracy (9-10 pt at W4A4 for plain inversion, benchmarks/RESULTS.md).
+# method that trains on them loses accuracy (10 pt at W4A4 for plain inversion, benchmarks/RESULTS.md).
 # ``paper`` is the published CIFAR schedule (methods.md §2), meant for a GPU host.
 _FAST_SYNTH_STEPS = 200
 _FAST_COMMON: dict[str, Any] = {
