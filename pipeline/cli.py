@@ -35,6 +35,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--budget", default="default",
                    help="preset budget: default, tiny (smoke run), or per method: fast (minutes on a 2-core CPU) / paper (published schedule, GPU)")
     g.add_argument("--bits", help="w8a8 (default), w4a4, w3a3, any wXaY")
+    g.add_argument("--overflow-fix", choices=["auto", "on", "off"],
+                   help="8-bit weights on ±63 so x86 int8 kernels without VNNI cannot saturate (default auto: on for onnx/openvino)")
     g.add_argument("--profile", choices=["deploy", "paper"], help="deploy (integer runtime) or paper (GDFQ protocol)")
     g.add_argument("--method", help="synthesis method: bn-inversion (default), zeroq, gdfq, hast, lrq, zaq, fdda")
     g.add_argument("--calib-data", help="real images for fdda (not data-free), >= 1 per class: ImageFolder dir or .npz (images, labels)")
@@ -60,7 +62,7 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
         targets = list(TARGETS) if args.target == "all" else args.target.split(",")
     cli = {
         "model.name": args.model, "model.weights": args.weights, "model.input_shape": args.input_shape,
-        "model.num_classes": args.num_classes, "qat.bits": args.bits, "qat.profile": args.profile, "synthesis.method": args.method,
+        "model.num_classes": args.num_classes, "qat.bits": args.bits, "qat.profile": args.profile, "qat.overflow_fix": args.overflow_fix, "synthesis.method": args.method,
         "export.targets": targets, "check.eval_data": args.eval_data, "out": args.out, "synthesis.calib_data": args.calib_data,
     }
     if args.seed is not None:

@@ -65,6 +65,9 @@ class QATConfig:
     bits: str = "w8a8"
     profile: str = "deploy"
     first_last_bits: int | None = None
+    # auto | on | off: 8-bit weights on ±63 so that u8×s8 int8 kernels of x86 CPUs without VNNI cannot saturate
+    # (pipeline/quant/overflow.py); auto = on when an onnx or openvino artifact gets 8-bit weights
+    overflow_fix: str = "auto"
     act_range: str = "learned"  # learned | ema
     act_init: str = "mse"  # mse | minmax | percentile
     calib_images: int = 256
@@ -84,6 +87,12 @@ class QATConfig:
         BitScheme.parse(self.bits, self.first_last_bits)
         if self.profile not in PROFILES:
             raise ConfigError(f"qat.profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+        from pipeline.quant.overflow import MODES
+
+        if self.overflow_fix not in MODES:
+            close = difflib.get_close_matches(str(self.overflow_fix), MODES, n=1)
+            raise ConfigError(f"qat.overflow_fix must be one of {', '.join(MODES)}, got {self.overflow_fix!r}"
+                              + (f"; did you mean {close[0]!r}?" if close else ""))
         if self.act_range not in ("learned", "ema"):
             raise ConfigError("qat.act_range must be 'learned' or 'ema'")
         if self.act_init not in ("mse", "minmax", "percentile"):

@@ -91,6 +91,7 @@ class Stage:
     outputs: Callable[[RunContext], list[Path]]  # files it produces
     run: Callable[[RunContext], None]
     always: bool = False  # cheap stages (report) run every time
+    extra: Callable[[RunContext], dict] | None = None  # derived values the key needs beyond whole sections
 
 
 class Runner:
@@ -104,6 +105,7 @@ class Runner:
         payload = {
             "stage": stage.name,
             "config": {s: self.ctx.cfg.section(s) for s in stage.sections},
+            **({"extra": stage.extra(self.ctx)} if stage.extra else {}),
             "inputs": {str(p.relative_to(self.ctx.run_dir)) if p.is_relative_to(self.ctx.run_dir) else str(p):
                        sha256_file(p) if p.exists() else "missing" for p in stage.inputs(self.ctx)},
         }

@@ -21,8 +21,9 @@ from tests.conftest import run_without_torch
 from tests.models import ConcatHardswishNet, WithConv1d
 
 
-def _quantized(model, shape, bits="w8a8", n=32):
-    q = quantize_model(model.eval(), BitScheme.parse(bits))
+def _quantized(model, shape, bits="w8a8", n=32, overflow_safe=True):
+    """The fake-quant model as an onnx run trains it (``qat.overflow_fix=auto``: 8-bit weights on ±63)."""
+    q = quantize_model(model.eval(), BitScheme.parse(bits, overflow_safe=overflow_safe))
     g = torch.Generator().manual_seed(0)
     calibrate(q, [torch.rand(n, *shape, generator=g)])
     return q
@@ -73,6 +74,43 @@ def test_qdq_export_is_integer_and_matches_fake_quant(tmp_path, name, bits):
     lsb = output_scale(q)
     assert np.abs(y - ref).max() <= 3 * lsb + 1e-6
     assert (y.argmax(1) == ref.argmax(1)).mean() >= 0.9
+
+
+def _fq_vs_ort(q, path, shape, bits="w8a8") -> tuple[float, float]:
+    """(max |ORT - fake-quant| in output LSBs, top-1 agreement) on 16 random images."""
+    card = ModelCard("m", shape, 10)
+    art = export_qdq(q, card, path, bits)
+    x = torch.rand(16, *shape, generator=torch.Generator().manual_seed(1))
+    y = runtimes.predict_batched(runtimes.load(art.path), x.numpy())
+    with torch.no_grad():
+        ref = q(x).numpy()
+    return float(np.abs(y - ref).max() / output_scale(q)), float((y.argmax(1) == ref.argmax(1)).mean())
+
+
+def test_overflow_safe_grid_keeps_8bit_weights_within_63(tmp_path):
+    factory, shape = MODELS["resnet20"]
+    q = _quantized(factory(), shape, "w8a8")
+    art = export_qdq(q, ModelCard("r", shape, 10), tmp_path / "model.w8a8.onnx", "w8a8")
+    ints = [onnx.numpy_helper.to_array(i) for i in onnx.load(str(art.path)).graph.initializer
+            if i.data_type == onnx.TensorProto.INT8 and len(i.dims) in (2, 4)]
+    assert ints and max(int(np.abs(w).max()) for w in ints) == 63  # the grid is used to its edge, never beyond
+
+
+def test_full_range_w8_is_exact_only_where_u8s8_cannot_saturate(tmp_path):
+    """Full-range 8-bit weights: exact on VNNI x86 (and ARM), off by many LSBs on x86 without VNNI, which is
+    why ``qat.overflow_fix`` exists. The expectation is computed from this CPU's features, never skipped."""
+    from devices import isa
+
+    factory, shape = MODELS["resnet20"]
+    torch.manual_seed(0)
+    q = _quantized(factory(), shape, "w8a8", overflow_safe=False)
+    lsb, agree = _fq_vs_ort(q, tmp_path / "full.onnx", shape)
+    saturates = isa.u8s8_saturates()
+    print(f"\nfull-range W8 on {isa.capture()['int8_features']}: {lsb:.1f} LSB, saturating kernels: {saturates}")
+    if saturates:
+        assert lsb > 3, "full-range weights were exact on a CPU whose u8×s8 kernels saturate: the overflow model is wrong"
+    else:
+        assert lsb <= 3 and agree >= 0.9
 
 
 def test_w4_weights_stay_on_the_4bit_grid(tmp_path):

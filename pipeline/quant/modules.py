@@ -12,7 +12,7 @@ from pipeline.quant.quantizers import WeightQuantizer
 class QConv2d(nn.Module):
     """A Conv2d whose weight passes through a :class:`WeightQuantizer` (BN already folded in deploy)."""
 
-    def __init__(self, conv: nn.Conv2d, bits: int, symmetric: bool = True, learn_scale: bool = True) -> None:
+    def __init__(self, conv: nn.Conv2d, bits: int, symmetric: bool = True, learn_scale: bool = True, qmax: int | None = None) -> None:
         super().__init__()
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError("only zero padding given as integers is supported")
@@ -21,7 +21,7 @@ class QConv2d(nn.Module):
         self.weight = nn.Parameter(conv.weight.detach().clone())
         bias = conv.bias.detach().clone() if conv.bias is not None else None
         self.bias = nn.Parameter(bias) if bias is not None else None
-        self.wq = WeightQuantizer(self.out_channels, bits, symmetric, learn_scale)
+        self.wq = WeightQuantizer(self.out_channels, bits, symmetric, learn_scale, qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.wq(self.weight), self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -32,12 +32,12 @@ class QConv2d(nn.Module):
 
 
 class QLinear(nn.Module):
-    def __init__(self, fc: nn.Linear, bits: int, symmetric: bool = True, learn_scale: bool = True) -> None:
+    def __init__(self, fc: nn.Linear, bits: int, symmetric: bool = True, learn_scale: bool = True, qmax: int | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = fc.in_features, fc.out_features
         self.weight = nn.Parameter(fc.weight.detach().clone())
         self.bias = nn.Parameter(fc.bias.detach().clone()) if fc.bias is not None else None
-        self.wq = WeightQuantizer(self.out_features, bits, symmetric, learn_scale)
+        self.wq = WeightQuantizer(self.out_features, bits, symmetric, learn_scale, qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.wq(self.weight), self.bias)

@@ -191,7 +191,8 @@ def _swap_layers(gm: fx.GraphModule, scheme: BitScheme, profile: QuantProfile) -
         mod = _module(gm, node)
         bits = scheme.weight_bits(i == 0, i == len(layer_nodes) - 1)
         cls = QConv2d if isinstance(mod, nn.Conv2d) else QLinear
-        _set_module(gm, node.target, cls(mod, bits, profile.symmetric_weights, learn_scale=profile.symmetric_weights))
+        qmax = scheme.weight_qmax(bits) if profile.symmetric_weights else None
+        _set_module(gm, node.target, cls(mod, bits, profile.symmetric_weights, learn_scale=profile.symmetric_weights, qmax=qmax))
         names.append(node.target)
     return names
 
@@ -234,6 +235,7 @@ def quantize_model(model: nn.Module, scheme: BitScheme, profile: str | QuantProf
     gm.graph.lint()
     gm.recompile()
     gm.zsq_meta = {"profile": prof.name, "bits": scheme.name, "first_last_bits": scheme.first_last_bits,
+                   "overflow_safe": scheme.overflow_safe and prof.symmetric_weights,
                    "bn_folded": folded, "layers": layers, "act_quantizers": ins.count}
     return gm
 

@@ -42,9 +42,20 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int
 
 
 class WeightQuantizer(nn.Module):
-    def __init__(self, out_channels: int, bits: int, symmetric: bool = True, learn_scale: bool = True) -> None:
+    """Per-output-channel weight quantizer.
+
+    ``qmax`` narrows the symmetric grid below its ``bits`` (±(2^(b-1)-1)): 8-bit weights trained on
+    ±63 are the overflow-safe grid of :mod:`pipeline.quant.overflow` (u8×s8 pair sums cannot saturate
+    the int16 intermediate of x86 kernels without VNNI). The stored integers are still int8.
+    """
+
+    def __init__(self, out_channels: int, bits: int, symmetric: bool = True, learn_scale: bool = True, qmax: int | None = None) -> None:
         super().__init__()
         self.bits = bits
+        full = 2 ** (bits - 1) - 1
+        if qmax is not None and not 1 <= qmax <= full:
+            raise ValueError(f"weight qmax must be in [1, {full}] for {bits}-bit weights, got {qmax}")
+        self._qmax = qmax if qmax is not None else full
         self.symmetric = symmetric
         self.learn_scale = learn_scale and symmetric
         self.scale = nn.Parameter(torch.ones(out_channels), requires_grad=self.learn_scale)
@@ -54,7 +65,8 @@ class WeightQuantizer(nn.Module):
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.bits - 1) - 1
+        """Largest integer magnitude on the symmetric grid (the grid is [-qmax, qmax], zero point 0)."""
+        return self._qmax
 
     @torch.no_grad()
     def init_scale(self, w: torch.Tensor, method: str = "mse") -> None:
@@ -103,7 +115,8 @@ class WeightQuantizer(nn.Module):
         return fake_quant(w, s, torch.zeros_like(s), -self.qmax, self.qmax)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, symmetric={self.symmetric}, learn_scale={self.learn_scale}"
+        narrowed = f", qmax={self.qmax}" if self.qmax != 2 ** (self.bits - 1) - 1 else ""
+        return f"bits={self.bits}{narrowed}, symmetric={self.symmetric}, learn_scale={self.learn_scale}"
 
 
 class ActQuantizer(nn.Module):

@@ -19,6 +19,7 @@ class BitScheme:
     w_bits: int = 8
     a_bits: int = 8
     first_last_bits: int | None = None  # e.g. 8: first conv and last linear at W8A8 ("F8L8")
+    overflow_safe: bool = False  # 8-bit weights on ±63 (pipeline.quant.overflow): exact on x86 without VNNI
 
     def __post_init__(self) -> None:
         for name, b in (("weight", self.w_bits), ("activation", self.a_bits)):
@@ -28,11 +29,11 @@ class BitScheme:
             raise ConfigError(f"first_last_bits must be between 2 and 8, got {self.first_last_bits}")
 
     @classmethod
-    def parse(cls, text: str, first_last_bits: int | None = None) -> "BitScheme":
+    def parse(cls, text: str, first_last_bits: int | None = None, overflow_safe: bool = False) -> "BitScheme":
         m = _BITS_RE.match(text.strip().lower())
         if not m:
             raise ConfigError(f"bad bit preset {text!r}: use wXaY, e.g. w8a8, w4a4, w3a3, w4a8")
-        return cls(int(m.group(1)), int(m.group(2)), first_last_bits)
+        return cls(int(m.group(1)), int(m.group(2)), first_last_bits, overflow_safe)
 
     @property
     def name(self) -> str:
@@ -40,6 +41,25 @@ class BitScheme:
 
     def weight_bits(self, is_first: bool, is_last: bool) -> int:
         return self.first_last_bits if (is_first or is_last) and self.first_last_bits else self.w_bits
+
+    @property
+    def has_8bit_weights(self) -> bool:
+        """Whether any layer keeps 8-bit weights (the only width whose u8×s8 pair sums can saturate int16)."""
+        return self.w_bits == 8 or self.first_last_bits == 8
+
+    def weight_qmax(self, bits: int) -> int:
+        """Largest integer magnitude of a ``bits``-bit symmetric weight grid under this scheme."""
+        from pipeline.quant.overflow import OVERFLOW_SAFE_QMAX
+
+        full = 2 ** (bits - 1) - 1
+        return min(full, OVERFLOW_SAFE_QMAX) if self.overflow_safe else full
+
+    @property
+    def weight_grid(self) -> str:
+        """The integer weight grid in words, as the report states it."""
+        if self.overflow_safe and self.has_8bit_weights:
+            return "8-bit weights on ±63 (7-bit range, overflow-safe for u8×s8 kernels without VNNI)"
+        return "full range (±127 at 8 bits)" if self.has_8bit_weights else f"±{2 ** (self.w_bits - 1) - 1} ({self.w_bits}-bit)"
 
     def act_bits(self, is_first_input: bool = False) -> int:
         return self.first_last_bits if is_first_input and self.first_last_bits else self.a_bits

@@ -7,7 +7,7 @@ from pipeline.stages import check, export, qat, report, synth
 
 STAGES = [
     Stage("synth", ("model", "synthesis"), synth.weights_inputs, synth.outputs, synth.run),
-    Stage("qat", ("qat",), qat.inputs, qat.outputs, qat.run),
+    Stage("qat", ("qat",), qat.inputs, qat.outputs, qat.run, extra=qat.key_extra),
     Stage("export", ("export", "qat"), export.inputs, export.outputs, export.run),
     Stage("check", ("check", "qat"), check.inputs, check.outputs, check.run),
     Stage("report", (), lambda ctx: [], report.outputs, report.run, always=True),

@@ -27,6 +27,19 @@ def output_scale(student: torch.nn.Module) -> float | None:
     return None
 
 
+def training_notes(ctx: RunContext, student: torch.nn.Module) -> dict:
+    """What the artifact was trained as: bits, weight grid (overflow-safe or full), the output LSB.
+
+    ``weight_qmax`` (largest |integer weight| any layer may hold) travels with the artifact so a
+    device can tell whether its u8×s8 kernels can saturate on it (pipeline/quant/overflow.py).
+    """
+    from pipeline.quant.prepare import quant_layers
+
+    sch = scheme(ctx)
+    return {"trained_bits": sch.name, "output_scale": output_scale(student), "weight_grid": sch.weight_grid,
+            "overflow_safe": sch.overflow_safe, "weight_qmax": max(m.wq.qmax for m in quant_layers(student))}
+
+
 def _log_integer(ctx: RunContext, art: Artifact, detail: str = "") -> None:
     """One line per integer artifact: size, MAC share in integer on its runtime, the integer kernels."""
     cov = art.coverage
@@ -41,8 +54,7 @@ def _onnx(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module | 
     if student is not None:
         precision = scheme(ctx).deployed_name
         art = export_qdq(student, card, ctx.path(f"model.{precision}.onnx"), precision)
-        art.notes["trained_bits"] = scheme(ctx).name
-        art.notes["output_scale"] = output_scale(student)
+        art.notes.update(training_notes(ctx, student))
         optimized = ctx.path(f"model.{precision}.ort_optimized.onnx")
         try:
             check_integer(art, sample, card, ctx.cfg.export.min_integer_coverage, optimized)
@@ -74,8 +86,7 @@ def _openvino(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Modul
         if own_onnx:
             export_qdq(student, card, qdq_onnx, precision)
         art = export_ir(qdq_onnx, ctx.path(f"model.{precision}.xml"), precision, card)
-        art.notes["trained_bits"] = scheme(ctx).name
-        art.notes["output_scale"] = output_scale(student)
+        art.notes.update(training_notes(ctx, student))
         try:
             check_integer_openvino(art, sample, card, ctx.cfg.export.min_integer_coverage, precision_hint=DEFAULT_PRECISION_HINT)
         except ExportError:
@@ -100,8 +111,10 @@ def _tflite(ctx: RunContext, teacher: torch.nn.Module, student: torch.nn.Module 
         else:
             precision = scheme(ctx).deployed_name
             art = export_int8(student, card, ctx.path(f"model.{precision}.tflite"), precision, options)
-        art.notes["trained_bits"] = scheme(ctx).name
-        art.notes["output_scale"] = output_scale(student) if not e.tflite_calibrate else art.outputs[0]["scale"]
+        art.notes.update(training_notes(ctx, student))
+        if e.tflite_calibrate:  # PT2E picked its own grids: full-range int8 weights and its own output scale
+            art.notes.update(output_scale=art.outputs[0]["scale"], weight_grid="PT2E-calibrated, full range (±127)",
+                             overflow_safe=False, weight_qmax=127)
         _log_integer(ctx, art, f", {art.notes['mode']}")
         arts.append(art)
     return arts

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.quant import overflow
 from pipeline.quant.prepare import QuantProfile, quantize_model
 from pipeline.quant.qat import QATSettings, predict
 from pipeline.quant.scheme import BitScheme
@@ -23,7 +24,16 @@ STUDENT, METRICS = "qat/student.pt", "qat/qat.json"
 
 
 def scheme(ctx: RunContext) -> BitScheme:
-    return BitScheme.parse(ctx.cfg.qat.bits, ctx.cfg.qat.first_last_bits)
+    """The run's bit scheme, with ``qat.overflow_fix`` resolved against the requested targets."""
+    q = ctx.cfg.qat
+    base = BitScheme.parse(q.bits, q.first_last_bits)
+    safe = overflow.resolve(q.overflow_fix, base.w_bits, base.first_last_bits, ctx.cfg.export.targets, q.profile)
+    return BitScheme.parse(q.bits, q.first_last_bits, overflow_safe=safe)
+
+
+def key_extra(ctx: RunContext) -> dict:
+    """What the stage key needs beyond the ``qat`` section: ``auto`` resolves differently for other targets."""
+    return {"overflow_safe": scheme(ctx).overflow_safe}
 
 
 def build_student(ctx: RunContext) -> torch.nn.Module:
@@ -71,7 +81,8 @@ def run(ctx: RunContext) -> None:
     torch.save(student.state_dict(), tmp)
     tmp.replace(out)
     write_json(ctx.path(METRICS), {
-        "scheme": scheme(ctx).name, "profile": q.profile, "method": method_name, "steps": len(losses), "meta": student.zsq_meta, "seconds": round(time.time() - t0, 2),
+        "scheme": scheme(ctx).name, "profile": q.profile, "overflow_fix": q.overflow_fix,
+        "overflow_safe": scheme(ctx).overflow_safe, "weight_grid": scheme(ctx).weight_grid, "method": method_name, "steps": len(losses), "meta": student.zsq_meta, "seconds": round(time.time() - t0, 2),
         "holdout_agreement_after_init": start, "holdout_agreement_after_qat": end,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "loss_curve": [round(v, 5) for v in losses[:: max(1, len(losses) // 100)]],

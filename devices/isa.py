@@ -1,0 +1,144 @@
+"""The CPU features that decide how int8 kernels compute, and whether this process runs under emulation.
+
+Why a device records them: the same integer artifact computes slightly different numbers on
+different CPU kinds. x86 CPUs without VNNI run u8×s8 products through ``VPMADDUBSW``, whose
+pair sums saturate at int16 (see ``pipeline/quant/overflow.py``); VNNI (``avx512_vnni``,
+``avx_vnni``) and AMX accumulate in int32. ARM's dot-product (``asimddp``) and ``i8mm``
+instructions accumulate in int32 too, and the older ARM kernels widen to int16 products
+before pairwise adds, so neither saturates. The bench result says which case it measured.
+
+Emulation: ``qemu-user`` passes the *host's* ``/proc/cpuinfo`` through, so a Haswell
+emulated on a VNNI host would claim VNNI. The features here therefore come from the CPU the
+process actually sees: numpy's runtime dispatch table (CPUID / HWCAP as seen by the
+process) when numpy is importable, ``/proc/cpuinfo`` otherwise. Emulation is recognised
+from the mismatch between the two, and from qemu's own traces (its binary in the
+process's executable or parents). Latency measured under emulation is not a device figure.
+Nothing here imports more than numpy, which every device has.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+X86_INT8 = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8")
+ARM_INT8 = ("asimd", "asimddp", "i8mm", "sve", "sve2")
+_VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")
+# numpy's dispatch names → the kernel's /proc/cpuinfo names (what a reader of the report knows)
+_NUMPY_X86 = {"AVX2": "avx2", "AVX512F": "avx512f", "AVX512BW": "avx512bw", "AVX512VNNI": "avx512_vnni"}
+# features both numpy and /proc/cpuinfo name: one that the host lists but this process lacks means a smaller emulated CPU
+_NUMPY_X86_PROBES = {**_NUMPY_X86, "VAES": "vaes", "VPCLMULQDQ": "vpclmulqdq", "GFNI": "gfni", "FMA3": "fma", "F16C": "f16c",
+                     "MOVBE": "movbe", "BMI2": "bmi2"}
+_NUMPY_ARM = {"ASIMD": "asimd", "ASIMDDP": "asimddp", "I8MM": "i8mm", "SVE": "sve", "SVE2": "sve2"}
+
+
+def arch() -> str:
+    """``x86_64`` or ``aarch64`` (as the process sees it; under qemu-user, the emulated one)."""
+    m = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+
+
+def cpuinfo_features(text: str | None = None) -> set[str]:
+    """The feature words of ``/proc/cpuinfo`` (x86 ``flags``, ARM ``Features``) of the first CPU."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    m = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", text, re.M)
+    return set(m.group(1).split()) if m else set()
+
+
+def numpy_features() -> dict[str, bool] | None:
+    """numpy's runtime CPU dispatch table (what CPUID/HWCAP says to this process), or None without numpy."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as feats  # numpy >= 2
+    except ImportError:
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as feats  # numpy 1.x
+        except ImportError:
+            return None
+    return dict(feats)
+
+
+def process_features(machine: str | None = None, cpuinfo: set[str] | None = None, np_feats: dict[str, bool] | None = None) -> dict[str, bool]:
+    """The int8-relevant features this process can use: numpy's view where it knows the feature, /proc/cpuinfo otherwise.
+
+    ``avx_vnni`` (the VEX form on Alder Lake/Zen 5 clients) has no numpy name: it comes from
+    /proc/cpuinfo, except when emulation is detected, where the host's word cannot be trusted.
+    """
+    machine = machine or arch()
+    cpuinfo = cpuinfo_features() if cpuinfo is None else cpuinfo
+    np_feats = numpy_features() if np_feats is None else np_feats
+    names, table = (X86_INT8, _NUMPY_X86) if machine == "x86_64" else (ARM_INT8, _NUMPY_ARM) if machine == "aarch64" else ((), {})
+    if emulation(machine) is not None:
+        cpuinfo = set()  # the host's words, not this CPU's: only what the process itself sees counts
+    out = {n: n in cpuinfo for n in names}
+    if np_feats:
+        for np_name, name in table.items():
+            if np_name in np_feats:
+                out[name] = bool(np_feats[np_name])
+    return out
+
+
+def _qemu_in(path: str) -> bool:
+    return "qemu" in os.path.basename(path).lower()
+
+
+def emulation(machine: str | None = None, cpuinfo_text: str | None = None, np_feats: dict[str, bool] | None = None) -> str | None:
+    """How this process is emulated (``"qemu-user (aarch64 on x86_64 host)"``...), or None when it runs natively.
+
+    Signals, any of which is enough: the kernel's name for this process is qemu's
+    (``/proc/self/comm``: qemu-user rewrites ``/proc/self/exe``, ``cmdline`` and ``stat`` but
+    not ``comm``); /proc/cpuinfo describes another architecture than the process runs
+    (qemu-user shows the host's file); numpy sees fewer x86 features than /proc/cpuinfo lists
+    (a smaller CPU model emulated on the host).
+    """
+    machine = machine or arch()
+    comm = None
+    try:
+        comm = Path("/proc/self/comm").read_text().strip()
+    except OSError:
+        pass
+    if cpuinfo_text is None:
+        try:
+            cpuinfo_text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo_text = ""
+    host = None
+    if re.search(r"^vendor_id\s*:", cpuinfo_text, re.M) or re.search(r"^flags\s*:", cpuinfo_text, re.M):
+        host = "x86_64"
+    elif re.search(r"^(CPU implementer|Features)\s*:", cpuinfo_text, re.M):
+        host = "aarch64"
+    if host and machine in ("x86_64", "aarch64") and host != machine:
+        return f"qemu-user ({machine} on {host} host)"
+    if machine == "x86_64" and host == "x86_64":
+        np_feats = numpy_features() if np_feats is None else np_feats
+        listed = cpuinfo_features(cpuinfo_text)
+        if np_feats:
+            missing = [name for np_name, name in _NUMPY_X86_PROBES.items() if name in listed and np_feats.get(np_name) is False]
+            if missing:
+                return f"qemu-user (x86_64 CPU model without the host's {', '.join(missing)})"
+    if comm and comm.startswith("qemu-"):
+        return f"qemu-user ({machine} CPU model, {comm})"
+    return None
+
+
+def u8s8_saturates(machine: str | None = None, features: dict[str, bool] | None = None) -> bool:
+    """Whether u8×s8 int8 kernels (ONNX Runtime, OpenVINO on x86) saturate their int16 pair sums on this CPU."""
+    machine = machine or arch()
+    if machine != "x86_64":
+        return False
+    features = process_features(machine) if features is None else features
+    return not any(features.get(f) for f in _VNNI)
+
+
+def capture() -> dict:
+    """The ISA record of a measurement (JSON-ready)."""
+    machine = arch()
+    feats = process_features(machine)
+    emu = emulation(machine)
+    return {"arch": machine, "int8_features": feats, "u8s8_saturates": u8s8_saturates(machine, feats), "emulated": emu,
+            "source": "numpy runtime dispatch + /proc/cpuinfo" if numpy_features() is not None else "/proc/cpuinfo"}
