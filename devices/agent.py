@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "min_agreement", type=float, default=None, help="lowest top-1 agreement with --expected that passes (default 0.98)")
     _flag(p, "max_abs_diff", type=float, default=None, help="flag a max |output - expected| above this")
     _flag(p, "output_scale", type=float, default=None, help="output LSB of an integer artifact (diffs in LSBs)")
+    _flag(p, "weight_qmax", type=int, default=None,
+          help="largest |integer weight| of the artifact (127 full range, 63 overflow-safe): flags a CPU whose int8 kernels saturate on it")
     _flag(p, "json_stats", "--output", "-o", default="-", help="where the JSON result goes (default - : stdout)")
     _flag(p, "device_name", default=None, help="label recorded in the result")
     _flag(p, "report_peak_memory_footprint", action="store_true", help="accepted for benchmark_model compatibility (always on)")
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> dict:
     settings = settings_from_args(args)
     tol = Tolerance(args.min_agreement if args.min_agreement is not None else DEFAULT_MIN_AGREEMENT, args.max_abs_diff, args.output_scale)
     log = (lambda m: None) if args.quiet else (lambda m: print(f"agent: {m}", file=sys.stderr, flush=True))
-    result = measure(args.graph, settings, Reference(args.inputs, args.expected, tol), log)
+    result = measure(args.graph, settings, Reference(args.inputs, args.expected, tol, args.weight_qmax), log)
     if args.device_name:
         result["device"] = {"name": args.device_name}
     return result

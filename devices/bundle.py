@@ -35,6 +35,7 @@ class BenchJob:
     tolerance: Tolerance = field(default_factory=Tolerance)
     reference: str | None = None  # fp | fake_quant
     run_dir: Path | None = None
+    weight_qmax: int | None = None  # largest |integer weight| of an integer artifact (127: full range, 63: overflow-safe)
 
     @property
     def files(self) -> list[Path]:
@@ -50,6 +51,8 @@ class BenchJob:
                 args += ["--max_abs_diff", repr(self.tolerance.max_abs_diff)]
             if self.tolerance.output_scale:
                 args += ["--output_scale", repr(self.tolerance.output_scale)]
+        if self.weight_qmax:
+            args += ["--weight_qmax", str(self.weight_qmax)]
         return args
 
 
@@ -80,7 +83,7 @@ def job_for(artifact: str | Path) -> BenchJob:
     tol = entry.get("tolerance", {})
     return BenchJob(artifact, folder / data["inputs"], folder / data["references"][entry["reference"]],
                     Tolerance(tol.get("min_top1_agreement", Tolerance.min_top1_agreement), tol.get("max_abs_diff"), tol.get("output_scale")),
-                    entry["reference"], bundle.parent.parent)
+                    entry["reference"], bundle.parent.parent, entry.get("weight_qmax"))
 
 
 def write_bundle(folder: Path, inputs, references: dict, artifacts: dict) -> Path:

@@ -17,6 +17,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from devices import isa
+
 CPU_SYS = Path("/sys/devices/system/cpu")
 THERMAL_SYS = Path("/sys/class/thermal")
 # distributions whose version goes into the record (the runtime of an artifact and what it stands on)
@@ -176,5 +178,6 @@ def capture() -> dict:
         "memory_total_kb": memory_total_kb(),
         "affinity": affinity(),
         "versions": package_versions(),
+        "isa": isa.capture(),
         "python_executable": sys.executable,
     }

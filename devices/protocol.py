@@ -51,6 +51,7 @@ class Reference:
     inputs: Path | None = None
     expected: Path | None = None
     tolerance: Tolerance = field(default_factory=Tolerance)
+    weight_qmax: int | None = None  # the artifact's largest |integer weight| (pipeline/quant/overflow.py)
 
 
 def parse_cpu_mask(text: str | None) -> tuple[int, ...] | None:
@@ -89,11 +90,35 @@ def artifact_files(path: Path) -> list[Path]:
     return files
 
 
+EMULATOR_ENV = "ZSQ_AGENT_EMULATOR"
+
+
+def python_command() -> list[str]:
+    """How to start a measurement worker: this interpreter, behind ``$ZSQ_AGENT_EMULATOR`` when set.
+
+    qemu-user does not follow ``execve``: an agent emulated with ``qemu-x86_64-static -cpu
+    Haswell-v4`` would start its workers natively, and one in an arm64 root without binfmt_misc
+    could not start them at all. ``ZSQ_AGENT_EMULATOR="qemu-aarch64-static -cpu cortex-a76"``
+    runs them under the same emulator. A real device never sets it.
+    """
+    import shlex
+
+    return [*shlex.split(os.environ.get(EMULATOR_ENV, "")), sys.executable]
+
+
+def saturation_flag(runtime: str | None, weight_qmax: int | None, isa_record: dict) -> str | None:
+    """A warning when a full-range 8-bit artifact runs on u8×s8 kernels that saturate on this CPU (x86 without VNNI)."""
+    if runtime not in ("onnxruntime", "openvino") or not weight_qmax or weight_qmax <= 63 or not isa_record.get("u8s8_saturates"):
+        return None
+    return (f"full-range int8 weights (|w| up to {weight_qmax}) on a CPU without VNNI: {runtime}'s u8×s8 kernels saturate "
+            "int16 pair sums here, so outputs can differ from what was trained; export with --overflow-fix on (±63 weights)")
+
+
 def _worker(spec: dict, timeout: float, log) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(AGENT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:
-        res = subprocess.run([sys.executable, "-m", "devices.worker", json.dumps(spec)], capture_output=True, text=True,
+        res = subprocess.run([*python_command(), "-m", "devices.worker", json.dumps(spec)], capture_output=True, text=True,
                              timeout=timeout, env=env, cwd=str(AGENT_ROOT))
     except subprocess.TimeoutExpired:
         raise DeviceError(f"{spec['mode']} measurement of {Path(spec['artifact']).name} took longer than {timeout:.0f}s") from None
@@ -164,12 +189,13 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
             "rss_init_kb": st["rss_init_kb"],
             "rss_peak_kb": st["rss_peak_kb"],
         })
-    check = None
+    check = kernels = None
     if reference.inputs and reference.expected:
         log(f"{artifact.name}: checking outputs on {Path(reference.inputs).name} against {Path(reference.expected).name}")
         check = _worker({"artifact": str(artifact), "threads": settings.threads[-1], "cpus": cpus, "mode": "check", "inputs": inputs,
                          "expected": str(Path(reference.expected).resolve()), "tolerance": asdict(reference.tolerance)}, 600, log)
         check.pop("affinity", None)
+        kernels = check.pop("kernels", None)
         if check["status"] != "ok":
             flags.append(f"outputs differ from the expected ones: top-1 agreement {check.get('top1_agreement', 0):.1%} "
                          f"< {reference.tolerance.min_top1_agreement:.1%}" if "top1_agreement" in check else check.get("reason", "mismatch"))
@@ -177,6 +203,12 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
             flags.append(f"max |diff| {check['max_abs_diff']:.4g} above the limit {check['max_abs_diff_limit']:.4g} (top-1 still agrees)")
     else:
         flags.append("no reference inputs/expected outputs: accuracy on the device not checked")
+    cpu = env_before["isa"]
+    if cpu.get("emulated"):
+        flags.append(f"measured under emulation ({cpu['emulated']}): the latencies are the emulator's, not a device figure")
+    sat = saturation_flag(runtime, reference.weight_qmax, cpu)
+    if sat:
+        flags.append(sat)
     env_after = environment.capture()
     t0, t1 = env_before.get("temperatures_c") or {}, env_after.get("temperatures_c") or {}
     if t0 and t1 and max(t1.values()) - max(t0.values()) > 5:
@@ -193,6 +225,9 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
         "environment": env_before,
         "environment_after": {k: env_after[k] for k in ("temperatures_c", "throttling", "load_average")},
         "runs": runs,
+        # "emulated": the latencies above were measured on an emulated CPU and are no device figure
+        "latency_source": "emulated" if cpu.get("emulated") else "device",
+        "kernels": kernels,  # what the runtime says it chose (OpenVINO primitives, LiteRT delegate, ORT providers)
         "reference": check,
         "flags": flags,
         "status": "mismatch" if check is not None and check["status"] != "ok" else "ok",

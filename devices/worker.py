@@ -129,7 +129,11 @@ def check(spec: dict) -> dict:
     pred = runtimes.load(spec["artifact"], threads=spec["threads"])
     x, expected = np.load(spec["inputs"]), np.load(spec["expected"])
     out = runtimes.predict_batched(pred, x)
-    return compare(out, expected, Tolerance(**spec["tolerance"]))
+    result = compare(out, expected, Tolerance(**spec["tolerance"]))
+    kernels = getattr(pred, "kernels", None)
+    if kernels is not None:
+        result["kernels"] = kernels()
+    return result
 
 
 MODES = {"cold": cold, "steady": steady, "check": check}

@@ -75,6 +75,7 @@ class LiteRTPredictor:
         mod = _interpreter_module()
         self.path = Path(path)
         self.threads = threads
+        self.use_xnnpack = use_xnnpack
         kwargs = {} if use_xnnpack else no_delegate_kwargs()
         self.interpreter = mod.Interpreter(model_path=str(self.path), num_threads=threads, **kwargs)
         self.interpreter.allocate_tensors()
@@ -91,6 +92,10 @@ class LiteRTPredictor:
         self.inputs = [edge_spec(n, d, "NHWC" if len(d["shape"]) == 4 else "NC") for n, d in self._in]
         self.outputs = [edge_spec(n, d, "NC" if len(d["shape"]) == 2 else "NHWC") for n, d in self._out]
         self.version = version()
+
+    def kernels(self) -> dict[str, object]:
+        """LiteRT's int8 kernels: the XNNPACK delegate (default) or the interpreter's built-in ones."""
+        return {"reported_by": "interpreter options", "delegate": "XNNPACK" if self.use_xnnpack else "none (built-in kernels)"}
 
     def _signature(self) -> dict | None:
         get = getattr(self.interpreter, "_get_full_signature_list", None)

@@ -53,6 +53,10 @@ class OrtPredictor:
         names = [o.name for o in self.outputs]
         return dict(zip(names, self.session.run(names, feeds)))
 
+    def kernels(self) -> dict[str, object]:
+        """ONNX Runtime names its execution providers, not the MLAS kernel it dispatches to (that follows the ISA)."""
+        return {"reported_by": "onnxruntime execution providers", "providers": self.session.get_providers()}
+
     def end_profiling(self) -> str:
         return self.session.end_profiling()
 

@@ -75,6 +75,17 @@ class OvPredictor:
         res = self._request.infer(feeds)  # copies inputs in and outputs out (share_* default to False)
         return {spec.name: res[port] for spec, port in zip(self.outputs, self._out_ports)}
 
+    def kernels(self) -> dict[str, object]:
+        """The CPU plugin's chosen primitive per multiply-accumulate layer (``Convolution:jit_avx2_I8``: AVX2 int8, no VNNI)."""
+        counts: dict[str, int] = {}
+        for op in self.compiled.get_runtime_model().get_ordered_ops():
+            rt = op.get_rt_info()
+            layer = rt["layerType"].astype(str) if "layerType" in rt else op.get_type_name()
+            if layer in ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"):
+                key = f"{layer}:{rt['primitiveType'].astype(str) if 'primitiveType' in rt else '?'}"
+                counts[key] = counts.get(key, 0) + 1
+        return {"reported_by": "openvino runtime model (primitiveType)", "primitives": dict(sorted(counts.items()))}
+
     def runtime_layers(self) -> list[dict[str, object]]:
         """The compiled (runtime) graph in execution order: layer type, executed precision and shapes of each op."""
         rows = []
