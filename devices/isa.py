@@ -7,10 +7,11 @@ pair sums saturate at int16 (see ``pipeline/quant/overflow.py``); VNNI (``avx512
 instructions accumulate in int32 too, and the older ARM kernels widen to int16 products
 before pairwise adds, so neither saturates. The bench result says which case it measured.
 
-Emulation: ``qemu-user`` passes the *host's* ``/proc/cpuinfo`` through, so a Haswell
-emulated on a VNNI host would claim VNNI. The features here therefore come from the CPU the
-process actually sees: numpy's runtime dispatch table (CPUID / HWCAP as seen by the
-process) when numpy is importable, ``/proc/cpuinfo`` otherwise. Emulation is recognised
+Emulation: ``qemu-user`` passes the *host's* ``/proc/cpuinfo`` through (before qemu 8.2
+even to an arm64 guest), so a Haswell emulated on a VNNI host would claim VNNI. The features
+here therefore come from the CPU the process actually sees: on x86 numpy's runtime dispatch
+table (CPUID as the process sees it), on ARM the auxiliary vector's HWCAP bits, and
+``/proc/cpuinfo`` only where neither answers. Emulation is recognised
 from the mismatch between the two, and from qemu's own traces (its binary in the
 process's executable or parents). Latency measured under emulation is not a device figure.
 Nothing here imports more than numpy, which every device has.
@@ -51,6 +52,37 @@ def cpuinfo_features(text: str | None = None) -> set[str]:
     return set(m.group(1).split()) if m else set()
 
 
+# aarch64 HWCAP / HWCAP2 bits (linux/arch/arm64/include/uapi/asm/hwcap.h): the kernel, or qemu-user for an
+# emulated CPU, fills them from the CPU the process runs on; numpy has no I8MM or SVE2 names
+_ARM_HWCAP = {"asimd": (16, 1), "asimddp": (16, 20), "sve": (16, 22), "sve2": (26, 1), "i8mm": (26, 13)}
+
+
+def auxv(text: bytes | None = None) -> dict[int, int]:
+    """The auxiliary vector of this process (``AT_*`` type → value), from ``/proc/self/auxv`` (64-bit little-endian)."""
+    import struct
+
+    if text is None:
+        try:
+            text = Path("/proc/self/auxv").read_bytes()
+        except OSError:
+            return {}
+    out = {}
+    for i in range(0, len(text) - 15, 16):
+        key, value = struct.unpack_from("<QQ", text, i)
+        if key == 0:
+            break
+        out[key] = value
+    return out
+
+
+def arm_hwcap_features(vector: dict[int, int] | None = None) -> dict[str, bool] | None:
+    """ARM int8 features from AT_HWCAP/AT_HWCAP2, or None where the vector has no HWCAP."""
+    vector = auxv() if vector is None else vector
+    if 16 not in vector:
+        return None
+    return {name: bool(vector.get(at, 0) >> bit & 1) for name, (at, bit) in _ARM_HWCAP.items()}
+
+
 def numpy_features() -> dict[str, bool] | None:
     """numpy's runtime CPU dispatch table (what CPUID/HWCAP says to this process), or None without numpy."""
     try:
@@ -76,6 +108,10 @@ def process_features(machine: str | None = None, cpuinfo: set[str] | None = None
     if emulation(machine) is not None:
         cpuinfo = set()  # the host's words, not this CPU's: only what the process itself sees counts
     out = {n: n in cpuinfo for n in names}
+    if machine == "aarch64":
+        hw = arm_hwcap_features()
+        if hw is not None:
+            return hw
     if np_feats:
         for np_name, name in table.items():
             if np_name in np_feats:
@@ -100,8 +136,16 @@ def emulation(machine: str | None = None, cpuinfo_text: str | None = None, np_fe
     comm = None
     try:
         comm = Path("/proc/self/comm").read_text().strip()
+        if not comm.startswith("qemu-"):  # qemu-user rewrites /proc/self/exe, not the per-thread link
+            comm = os.path.basename(os.readlink("/proc/thread-self/exe"))
     except OSError:
         pass
+    try:
+        kernel_arch = Path("/proc/sys/kernel/arch").read_text().strip()  # the host kernel's, never rewritten
+    except OSError:
+        kernel_arch = None
+    if kernel_arch and machine in ("x86_64", "aarch64") and kernel_arch in ("x86_64", "aarch64") and kernel_arch != machine:
+        return f"qemu-user ({machine} on {kernel_arch} host)"
     if cpuinfo_text is None:
         try:
             cpuinfo_text = Path("/proc/cpuinfo").read_text()
@@ -140,5 +184,10 @@ def capture() -> dict:
     machine = arch()
     feats = process_features(machine)
     emu = emulation(machine)
-    return {"arch": machine, "int8_features": feats, "u8s8_saturates": u8s8_saturates(machine, feats), "emulated": emu,
-            "source": "numpy runtime dispatch + /proc/cpuinfo" if numpy_features() is not None else "/proc/cpuinfo"}
+    if machine == "aarch64" and arm_hwcap_features() is not None:
+        source = "auxv HWCAP"
+    elif machine == "x86_64" and numpy_features() is not None:
+        source = "numpy runtime dispatch (CPUID)" + ("" if emu else " + /proc/cpuinfo")
+    else:
+        source = "/proc/cpuinfo"
+    return {"arch": machine, "int8_features": feats, "u8s8_saturates": u8s8_saturates(machine, feats), "emulated": emu, "source": source}

@@ -189,13 +189,14 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
             "rss_init_kb": st["rss_init_kb"],
             "rss_peak_kb": st["rss_peak_kb"],
         })
-    check = kernels = None
+    check = kernels = coverage = None
     if reference.inputs and reference.expected:
         log(f"{artifact.name}: checking outputs on {Path(reference.inputs).name} against {Path(reference.expected).name}")
         check = _worker({"artifact": str(artifact), "threads": settings.threads[-1], "cpus": cpus, "mode": "check", "inputs": inputs,
                          "expected": str(Path(reference.expected).resolve()), "tolerance": asdict(reference.tolerance)}, 600, log)
         check.pop("affinity", None)
         kernels = check.pop("kernels", None)
+        coverage = check.pop("integer_coverage", None)
         if check["status"] != "ok":
             flags.append(f"outputs differ from the expected ones: top-1 agreement {check.get('top1_agreement', 0):.1%} "
                          f"< {reference.tolerance.min_top1_agreement:.1%}" if "top1_agreement" in check else check.get("reason", "mismatch"))
@@ -209,6 +210,10 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
     sat = saturation_flag(runtime, reference.weight_qmax, cpu)
     if sat:
         flags.append(sat)
+    if coverage and reference.weight_qmax and coverage.get("share", 1.0) < 1.0:
+        floats = ", ".join(f"{n} {k}" for k, n in sorted((coverage.get("float_kernels") or {}).items()))
+        flags.append(f"only {coverage['share']:.1%} of MACs run in integer on {runtime} on this CPU (float: {floats}): "
+                     "the runtime dequantizes the rest, so outputs and latency are not the integer artifact's")
     env_after = environment.capture()
     t0, t1 = env_before.get("temperatures_c") or {}, env_after.get("temperatures_c") or {}
     if t0 and t1 and max(t1.values()) - max(t0.values()) > 5:
@@ -228,6 +233,7 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
         # "emulated": the latencies above were measured on an emulated CPU and are no device figure
         "latency_source": "emulated" if cpu.get("emulated") else "device",
         "kernels": kernels,  # what the runtime says it chose (OpenVINO primitives, LiteRT delegate, ORT providers)
+        "integer_coverage": coverage,  # share of MACs in integer kernels as this machine's runtime executes the artifact
         "reference": check,
         "flags": flags,
         "status": "mismatch" if check is not None and check["status"] != "ok" else "ok",

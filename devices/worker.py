@@ -133,6 +133,11 @@ def check(spec: dict) -> dict:
     kernels = getattr(pred, "kernels", None)
     if kernels is not None:
         result["kernels"] = kernels()
+    # the integer proof as this machine's runtime executes the artifact (a device's kernels may differ from the host's)
+    from runtimes.coverage import read_coverage
+
+    sample = next(iter(runtimes.prepare_feeds(pred, x[:1]).values()))
+    result["integer_coverage"] = read_coverage(spec["artifact"], sample, spec["threads"]).to_dict()
     return result
 
 

@@ -53,3 +53,11 @@ def run_without_torch(code: str, timeout: int = 120) -> str:
     res = subprocess.run([sys.executable, "-c", code + check], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stderr[-2000:]
     return res.stdout
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory) -> dict:
+    """W8A8 ResNet-20 artifacts of every target on both weight grids, with references, for the emulated-CPU tests."""
+    from tests.emulated import make_artifacts
+
+    return make_artifacts(tmp_path_factory.mktemp("cpu_kinds"))

@@ -21,7 +21,7 @@ import runtimes  # noqa: E402
 from exporters.artifact import Artifact  # noqa: E402
 from exporters.onnx.export import export_mode  # noqa: E402
 from exporters.tflite import PTQ_CALIBRATED, QAT_SCALES, TfliteOptions, check_integer_tflite, export_fp32, export_int8, export_ptq  # noqa: E402
-from exporters.tflite.coverage import MAC_OPS, read_graph  # noqa: E402
+from runtimes.litert_coverage import MAC_OPS, read_graph  # noqa: E402
 from pipeline.errors import ExportError  # noqa: E402
 from pipeline.models import ModelCard, create_model  # noqa: E402
 from pipeline.quant.calibrate import calibrate  # noqa: E402

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from exporters.artifact import Artifact, IntegerCoverage
-from exporters.onnx.coverage import onnxruntime_coverage, optimized_op_counts
+from exporters.artifact import Artifact, IntegerCoverage, require_integer
+from runtimes.onnxruntime_coverage import onnxruntime_coverage, optimized_op_counts
 from pipeline.errors import ExportError
 from pipeline.models.card import ModelCard
 from pipeline.quant.quantizers import ActQuantizer, WeightQuantizer
@@ -116,5 +116,5 @@ def check_integer(artifact: Artifact, sample: torch.Tensor | None, card: ModelCa
         artifact.notes["ort_optimized_graph"] = optimized_path.name
         artifact.notes["ort_optimized_op_counts"] = dict(sorted(counts.items()))
     artifact.coverage = cov
-    cov.require(artifact.path.name, min_share)
+    require_integer(cov, artifact.path.name, min_share)
     return cov

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from exporters.artifact import Artifact, IntegerCoverage
-from exporters.tflite.coverage import TfliteGraph, read_graph, tflite_coverage
+from exporters.artifact import Artifact, IntegerCoverage, require_integer
+from runtimes.litert_coverage import TfliteGraph, read_graph, tflite_coverage
 from exporters.tflite.qdq import INPUT_NAME, OUTPUT_NAME, EdgeModel, TensorQParams, input_quantizer, to_qdq
 from pipeline.errors import ExportError
 from pipeline.models.card import ModelCard
@@ -139,7 +139,7 @@ def _versions() -> dict[str, str]:
 
 def gate(cov: IntegerCoverage, name: str, min_share: float) -> None:
     """Fail naming the ops that stay float: MAC share below ``min_share``, or any float op at all when 100 % is required."""
-    cov.require(name, min_share, strict_kernels=True)
+    require_integer(cov, name, min_share, strict_kernels=True)
 
 
 def _record(art: Artifact, g: TfliteGraph, cov: IntegerCoverage) -> None:

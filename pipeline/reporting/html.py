@@ -53,6 +53,21 @@ def _samples(report: dict, dev: dict) -> dict[int, list[float]]:
     return {r["threads"]: [v for t in r.get("trials", []) for v in t.get("samples_ms", [])] for r in full.get("runs", [])}
 
 
+def device_label(dev: dict) -> str:
+    """A device result's name, marked when its latencies were measured on an emulated CPU (never a device figure)."""
+    return dev["device"]["name"] + (" (emulated CPU)" if dev.get("latency_source") == "emulated" else "")
+
+
+def isa_summary(env: dict) -> str:
+    """The int8-relevant CPU features of a device record, and whether its u8×s8 kernels saturate."""
+    isa = env.get("isa") or {}
+    if not isa:
+        return "not recorded"
+    feats = ", ".join(k for k, v in (isa.get("int8_features") or {}).items() if v) or "none"
+    out = f"{isa.get('arch', '?')}: {feats}" + ("; u8×s8 saturates (no VNNI)" if isa.get("u8s8_saturates") else "")
+    return out + (f"; emulated: {isa['emulated']}" if isa.get("emulated") else "")
+
+
 def latency_series(reports: list[dict]) -> list[tuple[str, dict]]:
     many = len(reports) > 1
     series = []
@@ -62,7 +77,7 @@ def latency_series(reports: list[dict]) -> list[tuple[str, dict]]:
             samples = _samples(rep, dev)
             for run in dev.get("runs", []):
                 s = run["steady"]
-                label = f"{_run_label(rep, many)}{dev['device']['name']} · {dev['artifact']['name']} · {run['threads']}T"
+                label = f"{_run_label(rep, many)}{device_label(dev)} · {dev['artifact']['name']} · {run['threads']}T"
                 series.append((label, {"samples": samples.get(run["threads"]), **{k: s.get(f"{k}_ms") for k in ("min", "p50", "p90", "p99", "max")}}))
         for name, e in ((rep.get("check") or {}).get("artifacts") or {}).items():
             lat = e.get("latency")
@@ -81,7 +96,7 @@ def speedups(report: dict) -> list[dict]:
         for run in dev.get("runs", []):
             p50 = run["steady"].get("p50_ms") or run["steady"].get("mean_ms")
             if p50:
-                by_key.setdefault((dev["device"]["name"], dev["artifact"]["runtime"], run["threads"]), {})[prec] = p50
+                by_key.setdefault((device_label(dev), dev["artifact"]["runtime"], run["threads"]), {})[prec] = p50
     for name, e in ((report.get("check") or {}).get("artifacts") or {}).items():
         lat = e.get("latency") or {}
         if lat.get("p50_ms"):
@@ -104,7 +119,8 @@ def _summary(rep: dict) -> str:
     return (f"model <b>{escape(str(card.get('name', '?')))}</b> {escape(str(tuple(card.get('input_shape', ()))))}, "
             f"scheme <b>{escape(str(qat.get('scheme', cfg.get('qat', {}).get('bits', '?'))))}</b> "
             f"({escape(str(qat.get('profile', cfg.get('qat', {}).get('profile', '?'))))} profile), "
-            f"synthesis <b>{escape(str(cfg.get('synthesis', {}).get('method', '?')))}</b>, run folder <code>{escape(str(rep.get('run_dir')))}</code>")
+            + (f"weights {escape(str(qat['weight_grid']))}, " if qat.get("weight_grid") else "")
+            + f"synthesis <b>{escape(str(cfg.get('synthesis', {}).get('method', '?')))}</b>, run folder <code>{escape(str(rep.get('run_dir')))}</code>")
 
 
 def render(reports: list[dict], title: str | None = None) -> str:
@@ -173,7 +189,7 @@ def render(reports: list[dict], title: str | None = None) -> str:
             kind = dev.get("reference_kind")
             status = dev.get("status", "?")
             cls = "ok" if status == "ok" and ref else ("bad" if status != "ok" else "")
-            rows.append([escape(_run_label(rep, many) + dev["artifact"]["name"]), escape(dev["device"]["name"]),
+            rows.append([escape(_run_label(rep, many) + dev["artifact"]["name"]), escape(device_label(dev)),
                          _pct(ref.get("top1_agreement")) if kind == "fp" else "–", _pct(ref.get("top1_agreement")) if kind == "fake_quant" else "–",
                          _f(ref.get("max_abs_diff_lsb"), "{:.2f}"), "–",
                          f'<span class="{cls}">{escape(status if ref else "not checked")}</span>'])
@@ -204,11 +220,12 @@ def render(reports: list[dict], title: str | None = None) -> str:
             if key in seen:
                 continue
             seen.add(key)
-            rows.append([escape(d["device"]["name"]), escape(str(d["device"].get("url", ""))), escape(str(env.get("cpu_model", "?"))),
+            rows.append([escape(device_label(d)), escape(str(d["device"].get("url", ""))), escape(str(env.get("cpu_model", "?"))),
+                         escape(isa_summary(env)),
                          escape(str(env.get("os", "?"))), escape(str(env.get("big_cores", env.get("max_freq_mhz", "?")))),
                          escape(json.dumps(env.get("governor") or "n/a")), escape(json.dumps(env.get("temperatures_c") or "n/a")),
                          escape(str(env.get("load_average"))), escape(", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items()))])
-        parts.append(_table(["device", "url", "CPU", "OS", "big cores", "governor", "temperatures °C", "load", "versions"], rows, 9))
+        parts.append(_table(["device", "url", "CPU", "int8 ISA", "OS", "big cores", "governor", "temperatures °C", "load", "versions"], rows, 10))
         flags = [(d, f) for _, d in devs for f in d.get("flags", [])]
         if flags:
             parts.append("<ul>" + "".join(f'<li class="flag">{escape(d["device"]["name"])} · {escape(d["artifact"]["name"])}: {escape(f)}</li>'

@@ -75,6 +75,8 @@ def summary(report: dict) -> str:
     check = report.get("check") or {}
     lines = [f"zsq-edge run {report['run_dir']}: model {card.get('name', '?')}, {qat.get('scheme', '?')} ({qat.get('profile', '?')} profile), "
              f"method {cfg.get('synthesis', {}).get('method', '?')}"]
+    if qat.get("weight_grid"):
+        lines.append(f"weight grid: {qat['weight_grid']} (qat.overflow_fix={qat.get('overflow_fix', '?')})")
     ev = check.get("eval_data")
     header = f"{'artifact':<28}{'runtime':<13}{'size':>10}{'p50 ms':>9}{'p90 ms':>9}{'agree FP':>10}{'agree FQ':>10}{'KL vs FP':>10}"
     header += f"{'real acc':>10}" if ev else ""
@@ -96,13 +98,19 @@ def summary(report: dict) -> str:
         if cov:
             kernels = ", ".join(f"{v} {k}" for k, v in sorted(cov["int_kernels"].items()) if k not in ("QuantizeLinear", "DequantizeLinear"))
             lines.append(f"integer coverage {art['path']}: {cov['share'] * 100:.1f}% of MACs on {cov['runtime']} ({kernels})")
+    from pipeline.reporting.html import device_label
+
     for d in report.get("devices") or []:
         for r in d["runs"]:
             s = r["steady"]
             p50 = s.get("p50_ms")
-            lines.append(f"device {d['device']['name']}: {d['artifact']['name']} {r['threads']}T "
+            emulated = " [emulated CPU: not a device figure]" if d.get("latency_source") == "emulated" else ""
+            lines.append(f"device {device_label(d)}: {d['artifact']['name']} {r['threads']}T "
                          + (f"p50 {p50:.3f} ms p90 {s['p90_ms']:.3f} ms" if p50 is not None else f"mean {s['mean_ms']:.3f} ms")
-                         + f", spread {s['spread']:.1%}, status {d['status']}")
+                         + f", spread {s['spread']:.1%}, status {d['status']}{emulated}")
+        for flag in d.get("flags", []):
+            if "saturate" in flag:
+                lines.append(f"device {device_label(d)}: {d['artifact']['name']}: warning: {flag}")
     for s in report.get("speedups") or []:
         lines.append(f"int vs FP32 on {s['device']} ({s['runtime']}, {s['threads']}T): {s['speedup']:.2f}x "
                      f"({s['fp32_p50_ms']:.3f} → {s['int_p50_ms']:.3f} ms p50)")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.artifact import IntegerCoverage
+from runtimes.coverage import IntegerCoverage
 
 MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL"}
 STRUCTURAL_OPS = {"ADD", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"}  # no MACs, but must be int8 too

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.artifact import IntegerCoverage
+from runtimes.coverage import IntegerCoverage
 
 # kernel → index of its weight input
 INT_MAC_OPS = {"QLinearConv": 3, "QGemm": 3, "QLinearMatMul": 3, "ConvInteger": 1, "MatMulInteger": 1, "MatMulIntegerToFloat": 1,
