@@ -7,5 +7,6 @@ setup:
 demo: setup
 	.venv/bin/pipeline run --target onnx
 
-test: setup
+test:
+	@scripts/setup.sh test
 	.venv/bin/python -m pytest -q

@@ -123,7 +123,15 @@ def _qemu_in(path: str) -> bool:
     return "qemu" in os.path.basename(path).lower()
 
 
-def emulation(machine: str | None = None, cpuinfo_text: str | None = None, np_feats: dict[str, bool] | None = None) -> str | None:
+def _kernel_arch() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/arch").read_text().strip()  # the host kernel's, never rewritten by qemu-user
+    except OSError:
+        return None
+
+
+def emulation(machine: str | None = None, cpuinfo_text: str | None = None, np_feats: dict[str, bool] | None = None,
+              kernel_arch: str | None = "read", comm: str | None = "read") -> str | None:
     """How this process is emulated (``"qemu-user (aarch64 on x86_64 host)"``...), or None when it runs natively.
 
     Signals, any of which is enough: the kernel's name for this process is qemu's
@@ -133,17 +141,16 @@ def emulation(machine: str | None = None, cpuinfo_text: str | None = None, np_fe
     (a smaller CPU model emulated on the host).
     """
     machine = machine or arch()
-    comm = None
-    try:
-        comm = Path("/proc/self/comm").read_text().strip()
-        if not comm.startswith("qemu-"):  # qemu-user rewrites /proc/self/exe, not the per-thread link
-            comm = os.path.basename(os.readlink("/proc/thread-self/exe"))
-    except OSError:
-        pass
-    try:
-        kernel_arch = Path("/proc/sys/kernel/arch").read_text().strip()  # the host kernel's, never rewritten
-    except OSError:
-        kernel_arch = None
+    if comm == "read":
+        comm = None
+        try:
+            comm = Path("/proc/self/comm").read_text().strip()
+            if not comm.startswith("qemu-"):  # qemu-user rewrites /proc/self/exe, not the per-thread link
+                comm = os.path.basename(os.readlink("/proc/thread-self/exe"))
+        except OSError:
+            pass
+    if kernel_arch == "read":
+        kernel_arch = _kernel_arch()
     if kernel_arch and machine in ("x86_64", "aarch64") and kernel_arch in ("x86_64", "aarch64") and kernel_arch != machine:
         return f"qemu-user ({machine} on {kernel_arch} host)"
     if cpuinfo_text is None:

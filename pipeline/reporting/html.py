@@ -199,6 +199,10 @@ def render(reports: list[dict], title: str | None = None) -> str:
                  "compares the device's outputs with the expected outputs that travelled with the artifact."
                  + (f" Real accuracy on {ev['images']} labelled images: FP {_pct(ev['fp_accuracy'])}, fake-quant {_pct(ev['fake_quant_accuracy'])}." if ev else "")
                  + "</p>")
+    host_warnings = [(rep, w) for rep in reports for w in (rep.get("check") or {}).get("warnings") or []]
+    if host_warnings:
+        parts.append("<ul>" + "".join(f'<li class="flag">{escape(_run_label(rep, many))}host check · {escape(w)}</li>'
+                                      for rep, w in host_warnings) + "</ul>")
 
     # per-layer SQNR
     parts.append("<h2>Per-layer quantization error</h2>")

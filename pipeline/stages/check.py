@@ -129,7 +129,12 @@ def run(ctx: RunContext) -> None:
     deployable = ctx.cfg.qat.profile == "deploy"
     student = load_student(ctx)
     fq = predict(student, xh).numpy()
-    result: dict = {"holdout": {"images": len(holdout), "seed": holdout.seed, "fake_quant_vs_fp": compare(fq, fp)}, "artifacts": {}}
+    from devices import isa
+    from devices.protocol import saturation_flag
+
+    host_isa = isa.capture()
+    result: dict = {"holdout": {"images": len(holdout), "seed": holdout.seed, "fake_quant_vs_fp": compare(fq, fp)}, "artifacts": {},
+                    "host_isa": host_isa, "warnings": []}
     real = None
     if c.eval_data:
         xr, yr = load_eval_data(c.eval_data, card, c.eval_limit)
@@ -160,6 +165,10 @@ def run(ctx: RunContext) -> None:
             ctx.log(f"  benchmarking {art.path.name} on {pred.runtime} ({c.threads} thread)")
             entry["latency"] = runtimes.benchmark(pred, feeds, settings).to_dict()
             entry["latency"]["threads"] = c.threads
+        warning = saturation_flag(pred.runtime, art.notes.get("weight_qmax"), host_isa) if art.precision != "fp32" else None
+        if warning:  # this host's own check is then not what the artifact computes on a VNNI x86 or ARM
+            result["warnings"].append(f"{art.path.name}: {warning}")
+            ctx.log(f"  warning: {art.path.name}: {warning}")
         result["artifacts"][art.path.name] = entry
         ctx.log(f"  {art.path.name}: agreement with FP {entry['vs_fp']['top1_agreement']:.1%}"
                 + (f", real accuracy {entry['accuracy']:.2%}" if "accuracy" in entry else ""))

@@ -100,6 +100,8 @@ def summary(report: dict) -> str:
             lines.append(f"integer coverage {art['path']}: {cov['share'] * 100:.1f}% of MACs on {cov['runtime']} ({kernels})")
     from pipeline.reporting.html import device_label
 
+    for w in check.get("warnings") or []:
+        lines.append(f"warning (host check): {w}")
     for d in report.get("devices") or []:
         for r in d["runs"]:
             s = r["steady"]
