@@ -68,6 +68,27 @@ def test_report_records_integer_proof_and_input_contract(smoke_run):
     assert arts["model.w8a8.onnx"]["size_bytes"] < 0.4 * arts["model.fp32.onnx"]["size_bytes"]
 
 
+def test_onnx_run_trains_the_overflow_safe_grid_and_says_so(smoke_run):
+    """qat.overflow_fix=auto with an onnx target: 8-bit weights on ±63, stated in qat.json, export.json, the bundle and the summary;
+    the host check records the ISA it ran on and raises no saturation warning (nothing can saturate on ±63)."""
+    import onnx
+    import onnx.numpy_helper
+
+    out, res = smoke_run
+    qat = json.loads((out / "qat" / "qat.json").read_text())
+    assert qat["overflow_fix"] == "auto" and qat["overflow_safe"] is True and "±63" in qat["weight_grid"]
+    notes = {a["path"]: a["notes"] for a in json.loads((out / "export.json").read_text())["artifacts"]}["model.w8a8.onnx"]
+    assert notes["weight_qmax"] == 63 and notes["overflow_safe"] is True
+    weights = [onnx.numpy_helper.to_array(i) for i in onnx.load(str(out / "model.w8a8.onnx")).graph.initializer
+               if i.data_type == onnx.TensorProto.INT8 and len(i.dims) in (2, 4)]
+    assert max(int(abs(w).max()) for w in weights) <= 63
+    bundle = json.loads((out / "bench" / "bundle.json").read_text())
+    assert bundle["artifacts"]["model.w8a8.onnx"]["weight_qmax"] == 63
+    check = json.loads((out / "check.json").read_text())
+    assert check["host_isa"]["arch"] and check["warnings"] == []
+    assert "weight grid: 8-bit weights on ±63" in res.stdout
+
+
 def test_second_run_skips_finished_stages_and_from_redoes(smoke_run, fmnist_npz):
     out, _ = smoke_run
     res = pipeline("run", *SMOKE, "--eval-data", str(fmnist_npz), "--out", str(out))
