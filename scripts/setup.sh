@@ -9,10 +9,8 @@ need_apt=()
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)   # tests/test_devices_ssh.py: a real sshd on 127.0.0.1 (brings ssh, ssh-keygen)
 command -v adb >/dev/null 2>&1 || need_apt+=(adb)      # the adb:// target (and its no-phone test)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)   # tests/test_report_html.py opens report.html headless
-# tests/test_cpu_kinds.py runs the agent on an emulated AVX2-only x86 (qemu-x86_64-static -cpu Haswell-v4);
-# qemu-aarch64-static and debootstrap make the emulated arm64 root of scripts/arm64_root.sh
+# tests/test_cpu_kinds.py runs the agent on an emulated AVX2-only x86 (qemu-x86_64-static -cpu Haswell-v4)
 command -v qemu-x86_64-static >/dev/null 2>&1 || need_apt+=(qemu-user-static)
-command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     echo "setup: apt-get install ${need_apt[*]}"
