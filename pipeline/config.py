@@ -109,6 +109,8 @@ class ExportConfig:
     tflite_calibrate: bool = False  # fallback: PT2E calibration on the held-out synthetic set instead of the QAT scales
 
     def __post_init__(self) -> None:
+        if "all" in self.targets:  # the alias works wherever targets are given: --target, --set, YAML
+            object.__setattr__(self, "targets", list(TARGETS))
         bad = [t for t in self.targets if t not in TARGETS]
         if bad or not self.targets:
             raise ConfigError(f"unknown target(s) {', '.join(bad) or '(none)'}; available: {', '.join(TARGETS)} or all")

@@ -49,3 +49,13 @@ def test_config_snapshot_round_trips(tmp_path):
     path = tmp_path / "snap.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     assert build_config(yaml_path=path) == cfg
+
+
+def test_targets_all_alias_everywhere(tmp_path):
+    from pipeline.config import TARGETS
+
+    y = tmp_path / "zsq.yaml"
+    y.write_text("export:\n  targets: all\n")
+    assert build_config(sets=["export.targets=all"]).export.targets == list(TARGETS)
+    assert build_config(yaml_path=y).export.targets == list(TARGETS)
+    assert build_config(cli={"export.targets": ["all"]}).export.targets == list(TARGETS)
