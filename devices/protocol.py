@@ -1,4 +1,4 @@
-"""The bench protocol (shared/research/toolchains.md §4) for one artifact on the machine this runs on.
+"""The bench protocol (docs/latency-protocol.md) for one artifact on the machine this runs on.
 
 For each thread setting (1 and N by default), pinned to the chosen cores:
 ``cold_starts`` fresh processes time import, load/compile and the first inference

@@ -166,7 +166,7 @@ BUDGETS: dict[str, dict[str, Any]] = {
 # (inversion iterations per image batch, or generator warm-up steps) and 200 Q steps of batch 32.
 # 200 synthesis steps because at 40 the inverted images do not match the BN statistics yet and every
 # method that trains on them loses accuracy (10 pt at W4A4 for plain inversion, benchmarks/RESULTS.md).
-# ``paper`` is the published CIFAR schedule (methods.md §2), meant for a GPU host.
+# ``paper`` is the published CIFAR schedule (docs/methods.md §3), meant for a GPU host.
 _FAST_SYNTH_STEPS = 200
 _FAST_COMMON: dict[str, Any] = {
     "synthesis.num_images": 128, "synthesis.holdout_images": 64,

@@ -5,7 +5,7 @@ timed region. Warm-up lasts at least ``warmup_runs`` runs and ``warmup_min_secs`
 timing continues until at least ``num_runs`` runs and ``min_secs`` seconds, capped
 by ``max_secs``. Every sample is kept.
 
-The defaults are the protocol of shared/research/toolchains.md §4 (warm-up
+The defaults are the protocol of docs/latency-protocol.md §5-§7 (warm-up
 ≥ 10 runs and 1 s, then ≥ 200 runs and 10 s); :data:`FULL` is the MLPerf-sized
 variant (≥ 1024 runs and 60 s). :func:`summarize_trials` turns repeated
 measurements into one figure and the spread between them, flagged above 5 %

@@ -3,7 +3,7 @@
 The inference precision is always set explicitly: on CPUs with AVX512_BF16/AMX
 the CPU plugin's default ``INFERENCE_PRECISION_HINT`` is bf16, so an "FP32" IR
 (and the float leftovers of an int8 IR) would silently run in bf16
-(shared/research/conversion.md §4). The hint asked for is kept on the predictor
+(docs/conversion.md §4). The hint asked for is kept on the predictor
 as ``precision_hint``; what the compiled model reports is ``inference_precision``
 (a CPU without bf16 support reports f32 whatever was asked).
 

@@ -27,7 +27,7 @@ import runtimes  # noqa: E402
 from tests.conftest import run_without_torch  # noqa: E402
 
 N_INPUTS = 32
-MAX_LSB = 3.0  # torch fake-quant vs integer kernels: 1 LSB rounding floor (conversion.md §6), a few LSB allowed
+MAX_LSB = 3.0  # torch fake-quant vs integer kernels: 1 LSB rounding floor (docs/conversion.md §6), a few LSB allowed
 CASES = {
     "resnet20": {"kwargs": {"in_channels": 1, "num_classes": 10}, "shape": (1, 28, 28)},
     "mobilenetv2": {"kwargs": {"in_channels": 3, "num_classes": 10}, "shape": (3, 32, 32)},

@@ -32,7 +32,7 @@ from tests.conftest import run_without_torch  # noqa: E402
 from tests.models import ConcatHardswishNet, WithConv1d  # noqa: E402
 
 N_INPUTS = 128
-MAX_LSB = 3.0  # fake-quant vs integer kernels: 1 LSB rounding floor (conversion.md §6), a few LSB allowed
+MAX_LSB = 3.0  # fake-quant vs integer kernels: 1 LSB rounding floor (docs/conversion.md §6), a few LSB allowed
 MODELS = {
     "resnet20": (lambda: create_model("resnet20", in_channels=1, num_classes=10, mean=[0.3], std=[0.35]), (1, 28, 28)),
     "dw_concat_relu6": (ConcatHardswishNet, (3, 32, 32)),

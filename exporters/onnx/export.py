@@ -1,6 +1,6 @@
 """QAT model → QDQ ONNX with int8 weights and the QAT scales; plus the FP32 export of the same model.
 
-Recipe measured on this machine (shared/research/conversion.md §3, §7):
+Recipe measured on this machine (docs/conversion.md §3, §7):
 
 * activations as QuantizeLinear/DequantizeLinear in **uint8** (same grid as the
   training quantizer; with int8 activations ORT on x86 leaves half the convs and

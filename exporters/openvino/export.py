@@ -1,6 +1,6 @@
 """QDQ (or FP32) ONNX → OpenVINO IR, and proof that the CPU plugin runs its convs/matmuls in int8.
 
-Recipe measured on this machine (shared/research/conversion.md §4, §7):
+Recipe measured on this machine (docs/conversion.md §4, §7):
 
 * ``ov.convert_model`` on the QDQ ONNX written by :mod:`exporters.onnx` turns each
   activation Q/DQ pair into FakeQuantize and keeps the int8 weight initializers

@@ -6,7 +6,7 @@ litert-torch's own PT2E quantizer (``torch.export`` → ``prepare_pt2e`` →
 observers fed the held-out synthetic images → ``convert_pt2e``), per-channel
 symmetric int8 weights and per-tensor int8 activations, which the converter
 lowers in the same STATIC q/dq mode. It needs no package beyond litert-torch
-(conversion.md §2, PTQ fallbacks), so it is the way out when the student cannot
+(docs/conversion.md §2.4), so it is the way out when the student cannot
 be rewritten, or to compare QAT scales against plain calibration.
 """
 

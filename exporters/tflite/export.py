@@ -1,6 +1,6 @@
 """QAT student → full-integer .tflite that keeps the learned scales; FP32 twin of the teacher; PTQ fallback.
 
-Recipe measured on this machine (shared/research/conversion.md §2 b′, §7):
+Recipe measured on this machine (docs/conversion.md §2.1, §7):
 
 * the student is rewritten in ``quantized_decomposed`` q/dq ops carrying its
   scales (:mod:`exporters.tflite.qdq`), and ``litert_torch.convert`` runs with a

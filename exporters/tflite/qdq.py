@@ -1,6 +1,6 @@
 """The QAT fake-quant student rewritten in ``quantized_decomposed`` q/dq ops, the form litert-torch lowers to int8 TFLite.
 
-litert-torch has no lowering for ``torch.fake_quantize_*`` (conversion.md §2 b′), but
+litert-torch has no lowering for ``torch.fake_quantize_*`` (docs/conversion.md §2.1), but
 in its STATIC q/dq mode it turns the ops that ``convert_pt2e`` emits into integer
 kernels and keeps their scales. So every quantizer of the student is swapped for
 those ops, carrying the QAT-learned numbers unchanged:
@@ -8,12 +8,12 @@ those ops, carrying the QAT-learned numbers unchanged:
 * an :class:`ActQuantizer` becomes ``dequantize(quantize(x))`` per tensor, int8 in
   [-128, 127]: the unsigned training grid [0, 255] with the zero point moved by
   -128, the same grid. Activations trained below 8 bits deploy at 8 bits inside
-  their learned clipping range (``qparams(8)``, conversion.md §5);
+  their learned clipping range (``qparams(8)``, docs/conversion.md §5);
 * each :class:`QConv2d` / :class:`QLinear` weight becomes q/dq per output channel,
   symmetric (zero points 0), its learned scale, after clamping to ±qmax·scale, so
   a 4- or 3-bit grid is stored exactly as int8 values in [-qmax, qmax];
 * scales and zero points are registered buffers, zero points int64: computed in
-  ``forward`` they crash the converter (``KeyError: _to_copy``, conversion.md §8).
+  ``forward`` they crash the converter (``KeyError: _to_copy``, docs/conversion.md §2.1).
 
 :class:`EdgeModel` then fixes the artifact's edges: NHWC input (the permute at the
 graph input lets the converter's layout pass drop every TRANSPOSE), an optional
@@ -101,7 +101,7 @@ class _QDQWeight(nn.Module):
 
     def qdq_weight(self) -> torch.Tensor:
         # The int8 range, not ±qmax: the clamp above already keeps the values in [-qmax, qmax], and a
-        # narrower range would make the converter read a 4-bit weight as int4 storage (3× slower, §5).
+        # narrower range would make the converter read a 4-bit weight as int4 storage (3× slower, docs/conversion.md §5).
         qd = _qd()
         args = (self.scale, self.zero_point, 0, -INT8_MAX, INT8_MAX, torch.int8)
         return qd.dequantize_per_channel(qd.quantize_per_channel(self.weight, *args), *args)

@@ -2,7 +2,7 @@
 
 The KD reduction is ``batchmean`` on purpose: GDFQ's ``nn.KLDivLoss()`` default
 (element-wise mean) is the same loss divided by the number of classes, which
-silently changes the effective learning rate (methods.md §6 item 6).
+silently changes the effective learning rate (docs/methods.md §5.6).
 """
 
 from __future__ import annotations

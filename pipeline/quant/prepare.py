@@ -5,7 +5,7 @@ the conv, weights per-output-channel symmetric, and an activation quantizer at
 the input and output of every conv, linear, residual add, concat and average
 pool (after a directly following ReLU/ReLU6, which the runtimes fuse).
 
-``paper`` reproduces the GDFQ protocol of methods.md §1 used by the published
+``paper`` reproduces the GDFQ protocol of docs/methods.md §1 used by the published
 tables: BN kept, asymmetric per-channel min/max weights, activations quantized
 only after ReLU/ReLU6 with EMA ranges and a plain STE. It is for comparing with
 papers, not for export.

@@ -11,7 +11,7 @@ Two quantizers cover both profiles:
   style) or tracked by EMA and frozen after a number of steps.
 
 On an 8-bit grid the unsigned form *is* uint8, which ONNX Runtime needs on x86
-to fuse every conv and add into integer kernels (conversion.md §3). Each
+to fuse every conv and add into integer kernels (docs/conversion.md §3). Each
 quantizer can also emit the ops an exporter understands (``export_mode``):
 ``torch.fake_quantize_*`` for ONNX Q/DQ.
 """
@@ -108,7 +108,7 @@ class WeightQuantizer(nn.Module):
             return fake_quant(w, s, zp, -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1, mask_grad=False)
         s = self.channel_scale(w).view(shape)
         if self.export_mode == "onnx":
-            # ONNX Q/DQ only accepts the (-128, 127) range: clamp to the b-bit grid first, exact (conversion.md §3).
+            # ONNX Q/DQ only accepts the (-128, 127) range: clamp to the b-bit grid first, exact (docs/conversion.md §3).
             wc = torch.maximum(torch.minimum(w, self.qmax * s), -self.qmax * s)
             zeros = torch.zeros(w.shape[0], dtype=torch.int32)
             return torch.fake_quantize_per_channel_affine(wc, s.flatten().detach(), zeros, 0, -128, 127)
@@ -215,7 +215,7 @@ class ActQuantizer(nn.Module):
 
     @torch.no_grad()
     def _ema_update(self, x: torch.Tensor) -> None:
-        """EMA of batch min/max (GDFQ's ranges, methods.md §1).
+        """EMA of batch min/max (GDFQ's ranges, docs/methods.md §1).
 
         GDFQ's code also divides by (1 - β^t) every step, which compounds rather
         than corrects; we start the EMA at the first batch's min/max instead.

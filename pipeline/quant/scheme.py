@@ -66,5 +66,5 @@ class BitScheme:
 
     @property
     def deployed_name(self) -> str:
-        """Name of what integer CPU runtimes execute: activations below 8 bits run at 8 (see conversion.md §5)."""
+        """Name of what integer CPU runtimes execute: activations below 8 bits run at 8 (see docs/conversion.md §5)."""
         return f"w{self.w_bits}a{max(8, self.a_bits)}"

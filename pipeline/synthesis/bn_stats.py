@@ -3,7 +3,7 @@
 Hooks read each BN layer's *input* during the forward pass and compare its
 batch statistics with the layer's running statistics (or with other targets,
 e.g. FDDA's per-class centres). The variants the papers use are options here,
-not copies (methods.md §6 item 3):
+not copies (docs/methods.md §5.3):
 
 * ``kind="mse"``: MSE(μ_b, μ) + MSE(σ²_b, σ²), batch statistics (GDFQ, IntraQ, HAST);
 * ``kind="l2"``: ‖μ_b − μ‖₂ + ‖σ²_b − σ²‖₂, un-squared (DeepInversion);

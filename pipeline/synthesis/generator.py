@@ -1,6 +1,6 @@
 """Generators for the generator-based methods (GDFQ, LRQ, ZAQ, FDDA, HAST's range warm-up).
 
-:class:`Generator` is GDFQ's CIFAR generator (methods.md §2.3), sized from the
+:class:`Generator` is GDFQ's CIFAR generator (docs/methods.md §2.3), sized from the
 model card: ``z ⊙ Embedding(y)`` (or ``z`` alone, unconditional, for ZAQ) →
 Linear → 128×(H/4)×(W/4) → BN → ×2 → Conv3×3 → BN → LReLU(0.2) → ×2 → Conv3×3 →
 BN → LReLU → Conv3×3 → tanh → BN(C, affine=False). The last BN makes the output
@@ -12,7 +12,7 @@ quirk is ``bn_eps=0.8`` here, off by default (eps=1e-5).
 
 ``lka=True`` inserts a Large Kernel Attention block (VAN: depth-wise k×k →
 dilated depth-wise → 1×1, output ⊙ input) after each up-sampling block: LRQ's
-long-range generator (§2.10; kernel sizes and placement are not published, see
+long-range generator (docs/methods.md §2.7; kernel sizes and placement are not published, see
 :class:`pipeline.synthesis.methods.lrq.LRQConfig`).
 """
 

@@ -1,4 +1,4 @@
-"""Label/hardness shaping for synthesis losses (methods.md §6 item 5).
+"""Label/hardness shaping for synthesis losses (docs/methods.md §5.5).
 
 * :func:`focal_ce`: HAST's hard-sample weighting ``(1 − p_y)^γ · CE``, pushing
   synthesis toward samples the teacher is unsure about;

@@ -1,4 +1,4 @@
-"""FDDA (ECCV 2022): per-class BN-statistics centres from real images; **not data-free** (methods.md §2.8).
+"""FDDA (ECCV 2022): per-class BN-statistics centres from real images; **not data-free** (docs/methods.md §2.6).
 
 Needs ``--calib-data`` with at least one real image per class. The per-class
 "BNS centres" are the BN-input channel mean/var of that class's calibration

@@ -1,4 +1,4 @@
-"""GDFQ (ECCV 2020): a conditional generator trained jointly with the quantized model (methods.md §2.3).
+"""GDFQ (ECCV 2020): a conditional generator trained jointly with the quantized model (docs/methods.md §2.3).
 
 Generator loss ``CE(T(G(z, y)), y) + 0.1·BNS`` (batch statistics of every BN
 input vs the running ones, MSE). It does not depend on the quantized model, so
@@ -8,7 +8,7 @@ qat stage G and Q are trained alternately, one step each, on fresh samples:
 ``L_Q = α·T²·KL(batchmean) + CE(S, y)`` with α=1, T=20.
 
 Deviations: GDFQ's ``nn.KLDivLoss()`` averages over classes too (÷10 here);
-we use ``batchmean`` (methods.md §6 item 6). GDFQ's BN eps=0.8 quirk is
+we use ``batchmean`` (docs/methods.md §5.6). GDFQ's BN eps=0.8 quirk is
 ``bn_eps=0.8``, off by default. The Q optimiser is the pipeline's (Adam,
 cosine; SGD-Nesterov in the paper), the same for every method.
 """

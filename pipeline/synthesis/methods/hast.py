@@ -1,4 +1,4 @@
-"""HAST (CVPR 2023): hard samples, feature alignment, sample-difficulty promotion (methods.md §2.7).
+"""HAST (CVPR 2023): hard samples, feature alignment, sample-difficulty promotion (docs/methods.md §2.5).
 
 Stage 1 (synth): direct inversion of a fixed pool with
 ``L = BNS(MSE mean + MSE var) + β·mean_i (1 − p_i)^γ·CE_i`` (β=10, γ=2 on

@@ -1,4 +1,4 @@
-"""LRQ (arXiv 2211.06816): long-range generator, Adversarial Margin Add, decoupled KD (methods.md §2.10).
+"""LRQ (arXiv 2211.06816): long-range generator, Adversarial Margin Add, decoupled KD (docs/methods.md §2.7).
 
 No public code exists, so every unpublished value is a parameter:
 

@@ -1,4 +1,4 @@
-"""ZAQ (CVPR 2021): an unconditional generator trained adversarially against the quantized model (§2.5).
+"""ZAQ (CVPR 2021): an unconditional generator trained adversarially against the quantized model (docs/methods.md §2.4).
 
 Per iteration: 5 Q steps, then 1 G step, on fresh samples.
 ``L_Q = L1(q_logit, p_logit) + α·SCRM(f_q, f_p)``; ``L_G = −L1 − α·SCRM −

@@ -1,4 +1,4 @@
-"""ZeroQ (CVPR 2020): direct BN-statistics inversion, then range calibration only, no training (the floor, §2.1).
+"""ZeroQ (CVPR 2020): direct BN-statistics inversion, then range calibration only, no training (the floor, docs/methods.md §2.2).
 
 Per-sample statistics (channel mean/std over H·W of every BN input vs the
 running mean/std) plus the same on the normalised input image vs (0, 1); no
