@@ -41,14 +41,13 @@ def cpus() -> dict[str, tuple[list[str], str, list[str]]]:
 
 
 def agent(artifact: Path, emulator: list[str], python: str, site: list[str], out: Path) -> dict:
+    from devices.agent import CHECK_ONLY_ARGS
     from devices.bundle import job_for
 
     job = job_for(artifact)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*site, str(ROOT)]), "ZSQ_AGENT_EMULATOR": " ".join(emulator),
            "ORT_DISABLE_TELEMETRY": "1"}
-    cmd = [*emulator, python, "-m", "devices.agent", *job.agent_args(), "--num_threads", "1", "--cpu_mask", "none",
-           "--cold_starts", "0", "--trials", "1", "--warmup_runs", "1", "--warmup_min_secs", "0", "--num_runs", "2",
-           "--min_secs", "0", "--cooldown_secs", "0", "--json_stats", str(out), "-q"]
+    cmd = [*emulator, python, "-m", "devices.agent", *job.agent_args(), *CHECK_ONLY_ARGS, "--json_stats", str(out), "-q"]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     if res.returncode != 0:
         raise SystemExit(f"agent failed on {artifact.name}: {res.stderr.strip().splitlines()[-1:]}")

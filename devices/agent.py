@@ -53,6 +53,10 @@ def add_bench_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "max_cooldown_secs", type=float, default=60.0)
 
 
+# The fewest timed runs the protocol accepts: for an output check where latency is not the point (an emulated CPU)
+CHECK_ONLY_ARGS = ["--num_threads", "1", "--cpu_mask", "none", "--cold_starts", "0", "--trials", "1", "--warmup_runs", "1",
+                   "--warmup_min_secs", "0", "--num_runs", "2", "--min_secs", "0", "--cooldown_secs", "0"]
+
 BENCH_FLAGS = ("num_threads", "cpu_mask", "warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs", "run_delay", "full",
                "trials", "cold_starts", "cooldown_secs", "max_cooldown_secs")
 

@@ -11,9 +11,9 @@ Emulation: ``qemu-user`` passes the *host's* ``/proc/cpuinfo`` through (before q
 even to an arm64 guest), so a Haswell emulated on a VNNI host would claim VNNI. The features
 here therefore come from the CPU the process actually sees: on x86 numpy's runtime dispatch
 table (CPUID as the process sees it), on ARM the auxiliary vector's HWCAP bits, and
-``/proc/cpuinfo`` only where neither answers. Emulation is recognised
-from the mismatch between the two, and from qemu's own traces (its binary in the
-process's executable or parents). Latency measured under emulation is not a device figure.
+``/proc/cpuinfo`` only where neither answers. Emulation is recognised from the mismatch
+between the two and from qemu's own traces (see :func:`emulation`). Latency measured under
+emulation is not a device figure.
 Nothing here imports more than numpy, which every device has.
 """
 
@@ -95,7 +95,8 @@ def numpy_features() -> dict[str, bool] | None:
     return dict(feats)
 
 
-def process_features(machine: str | None = None, cpuinfo: set[str] | None = None, np_feats: dict[str, bool] | None = None) -> dict[str, bool]:
+def process_features(machine: str | None = None, cpuinfo: set[str] | None = None, np_feats: dict[str, bool] | None = None,
+                     emulated: str | None = "detect") -> dict[str, bool]:
     """The int8-relevant features this process can use: numpy's view where it knows the feature, /proc/cpuinfo otherwise.
 
     ``avx_vnni`` (the VEX form on Alder Lake/Zen 5 clients) has no numpy name: it comes from
@@ -105,7 +106,7 @@ def process_features(machine: str | None = None, cpuinfo: set[str] | None = None
     cpuinfo = cpuinfo_features() if cpuinfo is None else cpuinfo
     np_feats = numpy_features() if np_feats is None else np_feats
     names, table = (X86_INT8, _NUMPY_X86) if machine == "x86_64" else (ARM_INT8, _NUMPY_ARM) if machine == "aarch64" else ((), {})
-    if emulation(machine) is not None:
+    if (emulation(machine) if emulated == "detect" else emulated) is not None:
         cpuinfo = set()  # the host's words, not this CPU's: only what the process itself sees counts
     out = {n: n in cpuinfo for n in names}
     if machine == "aarch64":
@@ -117,10 +118,6 @@ def process_features(machine: str | None = None, cpuinfo: set[str] | None = None
             if np_name in np_feats:
                 out[name] = bool(np_feats[np_name])
     return out
-
-
-def _qemu_in(path: str) -> bool:
-    return "qemu" in os.path.basename(path).lower()
 
 
 def _kernel_arch() -> str | None:
@@ -189,8 +186,8 @@ def u8s8_saturates(machine: str | None = None, features: dict[str, bool] | None 
 def capture() -> dict:
     """The ISA record of a measurement (JSON-ready)."""
     machine = arch()
-    feats = process_features(machine)
     emu = emulation(machine)
+    feats = process_features(machine, emulated=emu)
     if machine == "aarch64" and arm_hwcap_features() is not None:
         source = "auxv HWCAP"
     elif machine == "x86_64" and numpy_features() is not None:

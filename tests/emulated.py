@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from devices.agent import CHECK_ONLY_ARGS
 from tests.conftest import ROOT
 
 N = 16
@@ -74,8 +75,7 @@ def run_agent_emulated(artifacts: dict, grid: str, target: str, emulator: list[s
            "ORT_DISABLE_TELEMETRY": "1"}
     cmd = [*emulator, python, "-m", "devices.agent", "--graph", str(artifact), "--inputs", str(inputs),
            "--expected", str(expected), "--output_scale", repr(lsb), "--weight_qmax", str(qmax), "--min_agreement", "0.99",
-           "--num_threads", "1", "--cpu_mask", "none", "--cold_starts", "0", "--trials", "1", "--warmup_runs", "1",
-           "--warmup_min_secs", "0", "--num_runs", "2", "--min_secs", "0", "--cooldown_secs", "0", "--json_stats", str(out), "-q"]
+           *CHECK_ONLY_ARGS, "--json_stats", str(out), "-q"]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
     return json.loads(out.read_text())

@@ -91,9 +91,9 @@ def write_bench_bundle(ctx: RunContext, images: np.ndarray, fp: np.ndarray, fq: 
         host = np_compare(out[:n], refs[kind], Tolerance(0.0, None, lsb))
         slack = 2 * lsb if lsb else 1e-3 * float(np.abs(refs[kind]).max() or 1.0)
         entries[art.path.name] = {
-            "reference": kind, "precision": art.precision, "target": art.target,
+            "reference": kind, "precision": art.precision,
             # the device flags full-range 8-bit weights on a CPU whose u8×s8 kernels saturate (pipeline/quant/overflow.py)
-            "weight_qmax": art.notes.get("weight_qmax") if art.precision != "fp32" else None,
+            "weight_qmax": art.notes.get("weight_qmax"),
             "host": {k: host[k] for k in ("top1_agreement", "max_abs_diff", "mean_abs_diff", "kl") if k in host},
             "tolerance": {"min_top1_agreement": round(max(0.0, host["top1_agreement"] - AGREEMENT_MARGIN), 6),
                           "max_abs_diff": 2 * host["max_abs_diff"] + slack, "output_scale": lsb},
@@ -165,7 +165,7 @@ def run(ctx: RunContext) -> None:
             ctx.log(f"  benchmarking {art.path.name} on {pred.runtime} ({c.threads} thread)")
             entry["latency"] = runtimes.benchmark(pred, feeds, settings).to_dict()
             entry["latency"]["threads"] = c.threads
-        warning = saturation_flag(pred.runtime, art.notes.get("weight_qmax"), host_isa) if art.precision != "fp32" else None
+        warning = saturation_flag(pred.runtime, art.notes.get("weight_qmax"), host_isa)
         if warning:  # this host's own check is then not what the artifact computes on a VNNI x86 or ARM
             result["warnings"].append(f"{art.path.name}: {warning}")
             ctx.log(f"  warning: {art.path.name}: {warning}")

@@ -7,6 +7,7 @@ stage records the method's options, so changing one re-keys this stage too.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -27,8 +28,8 @@ def scheme(ctx: RunContext) -> BitScheme:
     """The run's bit scheme, with ``qat.overflow_fix`` resolved against the requested targets."""
     q = ctx.cfg.qat
     base = BitScheme.parse(q.bits, q.first_last_bits)
-    safe = overflow.resolve(q.overflow_fix, base.w_bits, base.first_last_bits, ctx.cfg.export.targets, q.profile)
-    return BitScheme.parse(q.bits, q.first_last_bits, overflow_safe=safe)
+    return dataclasses.replace(base, overflow_safe=overflow.resolve(q.overflow_fix, base.w_bits, base.first_last_bits,
+                                                                    ctx.cfg.export.targets, q.profile))
 
 
 def key_extra(ctx: RunContext) -> dict:
@@ -80,9 +81,10 @@ def run(ctx: RunContext) -> None:
     tmp = out.with_name(out.name + ".tmp")
     torch.save(student.state_dict(), tmp)
     tmp.replace(out)
+    sch = scheme(ctx)
     write_json(ctx.path(METRICS), {
-        "scheme": scheme(ctx).name, "profile": q.profile, "overflow_fix": q.overflow_fix,
-        "overflow_safe": scheme(ctx).overflow_safe, "weight_grid": scheme(ctx).weight_grid, "method": method_name, "steps": len(losses), "meta": student.zsq_meta, "seconds": round(time.time() - t0, 2),
+        "scheme": sch.name, "profile": q.profile, "overflow_fix": q.overflow_fix,
+        "overflow_safe": sch.overflow_safe, "weight_grid": sch.weight_grid, "method": method_name, "steps": len(losses), "meta": student.zsq_meta, "seconds": round(time.time() - t0, 2),
         "holdout_agreement_after_init": start, "holdout_agreement_after_qat": end,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "loss_curve": [round(v, 5) for v in losses[:: max(1, len(losses) // 100)]],
