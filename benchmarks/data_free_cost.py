@@ -36,14 +36,15 @@ def share_synthesis(src: Path, dst: Path) -> None:
     """
     import shutil
 
-    from pipeline.runner import MANIFEST, write_json
+    from pipeline.layout import RunLayout
+    from pipeline.runner import write_json
 
-    manifest = json.loads((src / MANIFEST).read_text())
-    if "synth" not in manifest["stages"] or (dst / MANIFEST).exists():
+    manifest = json.loads(RunLayout(src).manifest.read_text())
+    if "synth" not in manifest["stages"] or RunLayout(dst).manifest.exists():
         return
     dst.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src / "synthetic", dst / "synthetic", dirs_exist_ok=True)
-    write_json(dst / MANIFEST, {"stages": {"synth": manifest["stages"]["synth"]}})
+    shutil.copytree(RunLayout(src).holdout_set.parent, RunLayout(dst).holdout_set.parent, dirs_exist_ok=True)
+    write_json(RunLayout(dst).manifest, {"stages": {"synth": manifest["stages"]["synth"]}})
 
 
 def run_one(bits: str, targets: str, budget: str, out: Path, eval_npz: Path, sets: list[str]) -> dict:

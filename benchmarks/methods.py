@@ -35,11 +35,7 @@ REAL = "real-data QAT"
 
 
 def _settings(cfg):
-    from pipeline.quant.qat import QATSettings
-
-    q = cfg.qat
-    return QATSettings(steps=q.steps, batch_size=q.batch_size, lr=q.lr, quant_lr=q.quant_lr, temperature=q.temperature,
-                       ce_weight=q.ce_weight, ema_freeze_step=q.ema_freeze_step)
+    return cfg.qat.settings()
 
 
 def one_per_class(x: np.ndarray, y: np.ndarray, num_classes: int, seed: int):

@@ -33,6 +33,7 @@ from benchmarks.fashion_mnist import load_split
 def run_seed(seed: int, mode: str, root: Path, npz: Path, budget: str) -> dict:
     from pipeline.config import build_config
     from pipeline.runner import RunContext, Runner
+    from pipeline.layout import RunLayout
     from pipeline.stages import STAGES
 
     out = root / f"seed{seed}-{mode}"
@@ -42,7 +43,7 @@ def run_seed(seed: int, mode: str, root: Path, npz: Path, budget: str) -> dict:
            "check.bench": False, "out": str(out), "synthesis.seed": seed, "qat.seed": seed, "synthesis.holdout_seed": seed + 1000}
     t0 = time.time()
     Runner(STAGES, RunContext(build_config(budget, None, cli), out, log=lambda m: print(m, file=sys.stderr, flush=True))).run()
-    check = json.loads((out / "check.json").read_text())
+    check = json.loads(RunLayout(out).check_result.read_text())
     ev = check["eval_data"]
     art = next(a for a in check["artifacts"].values() if a["precision"] != "fp32")
     return {"seed": seed, "mode": mode, "fp": ev["fp_accuracy"], "fake_quant": ev["fake_quant_accuracy"], "artifact": art["accuracy"],
@@ -55,8 +56,8 @@ def lsb_on_real(run: Path, x: np.ndarray) -> dict:
 
     import runtimes
     from pipeline.config import build_config
+    from pipeline.layout import RunLayout
     from pipeline.runner import RunContext
-    from pipeline.stages.export import output_scale
     from pipeline.stages.qat import load_student
 
     cfg = build_config("default", run / "config.json")
@@ -65,7 +66,8 @@ def lsb_on_real(run: Path, x: np.ndarray) -> dict:
     y = runtimes.predict_batched(runtimes.load(art, threads=1), x)
     with torch.no_grad():
         ref = torch.cat([student(torch.from_numpy(x[i:i + 500])) for i in range(0, len(x), 500)]).numpy()
-    lsb = output_scale(student)
+    index = json.loads(RunLayout(run).export_index.read_text())["artifacts"]
+    lsb = next(a["notes"]["output_scale"] for a in index if a["path"] == art.name)
     d = np.abs(y - ref) / lsb
     return {"max_lsb": float(d.max()), "mean_lsb": float(d.mean()), "agree": float((y.argmax(1) == ref.argmax(1)).mean())}
 
@@ -79,8 +81,8 @@ def wide_model(folder: Path) -> list[dict]:
     from pipeline.models import ModelCard, create_model
     from pipeline.quant.calibrate import calibrate
     from pipeline.quant.prepare import quantize_model
+    from pipeline.quant.deploy import deployment_spec
     from pipeline.quant.scheme import BitScheme
-    from pipeline.stages.export import output_scale
 
     shape = (3, 224, 224)
     x = torch.rand(8, *shape, generator=torch.Generator().manual_seed(1))
@@ -91,11 +93,12 @@ def wide_model(folder: Path) -> list[dict]:
         q = quantize_model(model, BitScheme(8, 8, overflow_safe=safe))
         calibrate(q, [torch.rand(8, *shape, generator=torch.Generator().manual_seed(0))])
         q.eval()
-        art = export_qdq(q, ModelCard("resnet18", shape, 1000), folder / f"resnet18.{'safe' if safe else 'full'}.onnx", "w8a8")
+        spec = deployment_spec(q, ModelCard("resnet18", shape, 1000))
+        art = export_qdq(spec, folder / f"resnet18.{'safe' if safe else 'full'}.w8a8.onnx")
         y = runtimes.predict_batched(runtimes.load(art.path, threads=1), x.numpy())
         with torch.no_grad():
             ref = q(x).numpy()
-        d = np.abs(y - ref) / output_scale(q)
+        d = np.abs(y - ref) / spec.output_scale
         rows.append({"grid": "±63" if safe else "±127", "max_lsb": float(d.max()), "mean_lsb": float(d.mean()),
                      "agree": float((y.argmax(1) == ref.argmax(1)).mean())})
     return rows

@@ -38,8 +38,9 @@ import numpy as np
 import runtimes
 from benchmarks.fashion_mnist import load_split
 from runtimes.benchmark import BenchSettings
+from runtimes.formats import FORMATS
 
-RUNTIME_OF = {".onnx": "onnxruntime", ".xml": "openvino", ".tflite": "litert"}
+RUNTIME_OF = {f.suffix: f.runtime for f in FORMATS}
 
 
 def pipeline_run(out: Path, sets: dict, budget: str = "default") -> None:
@@ -52,7 +53,9 @@ def pipeline_run(out: Path, sets: dict, budget: str = "default") -> None:
 
 
 def holdout_images(run: Path) -> np.ndarray:
-    return np.load(run / "synthetic" / "holdout.npz")["images"].astype(np.float32)
+    from pipeline.layout import RunLayout
+
+    return np.load(RunLayout(run).holdout_set)["images"].astype(np.float32)
 
 
 # --- each runtime's own post-training quantization, calibrated on the held-out synthetic set ---------------------

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devices.errors import DeviceError
-from devices.protocol import artifact_files
+from runtimes.formats import artifact_files
 from devices.reference import Tolerance
 
 BUNDLE_DIR = "bench"

@@ -25,6 +25,7 @@ from pathlib import Path
 from devices import environment
 from devices.errors import DeviceError
 from devices.reference import Tolerance
+from runtimes.formats import BY_RUNTIME, artifact_files
 
 SCHEMA = "zsq.bench/1"
 AGENT_ROOT = Path(__file__).resolve().parent.parent  # the folder holding devices/ and runtimes/
@@ -82,14 +83,6 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def artifact_files(path: Path) -> list[Path]:
-    """The files an artifact is made of (an OpenVINO ``.xml`` keeps its weights in the ``.bin`` beside it)."""
-    files = [path]
-    if path.suffix == ".xml" and path.with_suffix(".bin").exists():
-        files.append(path.with_suffix(".bin"))
-    return files
-
-
 EMULATOR_ENV = "ZSQ_AGENT_EMULATOR"
 
 
@@ -108,7 +101,8 @@ def python_command() -> list[str]:
 
 def saturation_flag(runtime: str | None, weight_qmax: int | None, isa_record: dict) -> str | None:
     """A warning when a full-range 8-bit artifact runs on u8×s8 kernels that saturate on this CPU (x86 without VNNI)."""
-    if runtime not in ("onnxruntime", "openvino") or not weight_qmax or weight_qmax <= 63 or not isa_record.get("u8s8_saturates"):
+    info = BY_RUNTIME.get(runtime or "")
+    if info is None or not info.u8s8_kernels or not weight_qmax or weight_qmax <= 63 or not isa_record.get("u8s8_saturates"):
         return None
     return (f"full-range int8 weights (|w| up to {weight_qmax}) on a CPU without VNNI: {runtime}'s u8×s8 kernels saturate "
             "int16 pair sums here, so outputs can differ from what was trained; export with --overflow-fix on (±63 weights)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from exporters.errors import ExportError
 from runtimes.coverage import IntegerCoverage
 
 __all__ = ["Artifact", "IntegerCoverage", "require_integer"]
@@ -12,8 +13,6 @@ __all__ = ["Artifact", "IntegerCoverage", "require_integer"]
 
 def require_integer(cov: IntegerCoverage, artifact_name: str, min_share: float, strict_kernels: bool = False) -> None:
     """The integer gate every exporter runs: fail naming the ops that stay float when the MAC share is below ``min_share``."""
-    from pipeline.errors import ExportError
-
     why = cov.shortfall(artifact_name, min_share, strict_kernels)
     if why:
         raise ExportError(f"{why}; quantize these layers or lower export.min_integer_coverage")
@@ -22,7 +21,7 @@ def require_integer(cov: IntegerCoverage, artifact_name: str, min_share: float, 
 @dataclass
 class Artifact:
     path: Path
-    target: str  # onnx | tflite | openvino
+    target: str  # a format name from exporters.registry: onnx | openvino | tflite
     precision: str  # fp32 | w8a8 | w4a8 ...
     inputs: list[dict]
     outputs: list[dict]

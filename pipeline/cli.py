@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.errors import UserError
+from pipeline.errors import USER_ERRORS, UserError
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -55,11 +55,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cli_overrides(args: argparse.Namespace) -> dict:
-    from pipeline.config import TARGETS
-
-    targets = None
-    if args.target:
-        targets = list(TARGETS) if args.target == "all" else args.target.split(",")
+    targets = args.target.split(",") if args.target else None  # "all" and aliases resolve in ExportConfig
     cli = {
         "model.name": args.model, "model.weights": args.weights, "model.input_shape": args.input_shape,
         "model.num_classes": args.num_classes, "qat.bits": args.bits, "qat.profile": args.profile, "qat.overflow_fix": args.overflow_fix, "synthesis.method": args.method,
@@ -107,14 +103,16 @@ def _report(args: argparse.Namespace) -> int:
     from pipeline.reporting import write_html
     from pipeline.stages.report import summary, write_outputs
 
+    from pipeline.layout import RunLayout
+
     reports = []
     for run in args.runs:
-        if not (Path(run) / "manifest.json").exists():
+        if not RunLayout(Path(run)).is_run():
             raise UserError(f"{run} is not a run folder (no manifest.json); give the --out of a pipeline run")
         report = write_outputs(Path(run))
         reports.append(report)
         print(summary(report))
-        print(f"report: {Path(run) / 'report.html'}")
+        print(f"report: {RunLayout(Path(run)).report_html}")
     if len(reports) > 1 or args.html:
         out = Path(args.html or "report-compare.html")
         write_html(out, reports)
@@ -128,7 +126,9 @@ def _bench_run(run_dir: Path, spec, agent_args: list[str], log) -> None:
 
     from devices.session import bench_artifacts, table
 
-    index = run_dir / "export.json"
+    from pipeline.layout import RunLayout
+
+    index = RunLayout(run_dir).export_index
     if not index.exists():
         raise UserError(f"{run_dir} has no export.json: run the export stage first")
     arts = [run_dir / a["path"] for a in json.loads(index.read_text())["artifacts"]]
@@ -148,13 +148,15 @@ def _bench(args: argparse.Namespace) -> int:
     print(table([r for _, r in done]))
     for path, _ in done:
         print(f"result: {path}")
-    runs = {p.parent.parent.parent.parent for p, _ in done if p.parent.parent.name == "results"}
+    from pipeline.layout import RunLayout
+
+    runs = {RunLayout(p.parent.parent.parent.parent) for p, _ in done if p.parent.parent.name == "results"}
     for run in runs:
-        if (run / "manifest.json").exists():
+        if run.is_run():
             from pipeline.stages.report import write_outputs
 
-            write_outputs(run)
-            print(f"report: {run / 'report.html'}")
+            write_outputs(run.root)
+            print(f"report: {run.report_html}")
     return 1 if any(r["status"] != "ok" for _, r in done) else 0
 
 
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except UserError as exc:
+    except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

@@ -2,8 +2,14 @@
 
 Precedence: defaults < ``budget`` preset < YAML file (``--config``) < CLI flags
 < ``--set section.key=value``. Unknown keys fail with the closest valid name;
-values are converted to the field's type. The resolved config is written into
+values are converted to the field's type, and a closed choice (a ``Literal`` field)
+fails with its valid values and the closest one. The resolved config is written into
 the run folder and the report as ``{_type, _version, _data}``.
+
+Defaults that belong to another module are read from it, not retyped: the QAT loop's
+from :class:`pipeline.quant.settings.QATSettings`, the host check's from
+:data:`runtimes.benchmark.HOST_CHECK`, each method's budget presets from its module
+(through the method registry, imported on first use: it imports torch).
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pipeline.errors import ConfigError
+from pipeline.quant.overflow import OverflowMode
+from pipeline.quant.settings import ActInit, ActRange, Profile, QATSettings
+from runtimes.benchmark import HOST_CHECK, BenchSettings
 
 CONFIG_VERSION = 1
-TARGETS = ("onnx", "openvino", "tflite")
+TFLiteIO = Literal["int8", "float"]  # edges of the integer .tflite
 DEFAULT_MODEL = "fmnist_resnet20"
 DEFAULT_METHOD = "bn-inversion"
 
@@ -58,66 +67,61 @@ class SynthesisConfig:
             raise ConfigError("synthesis.num_images must be >= 2 and synthesis.holdout_images >= 1")
         if self.seed == self.holdout_seed:
             raise ConfigError("synthesis.seed and synthesis.holdout_seed must differ (the holdout set must be disjoint)")
+        _registry().method_config_class(self.method)  # an unknown method fails with the closest registered name
 
 
 @dataclass(frozen=True)
 class QATConfig:
     bits: str = "w8a8"
-    profile: str = "deploy"
+    profile: Profile = "deploy"
     first_last_bits: int | None = None
     # auto | on | off: 8-bit weights on ±63 so that u8×s8 int8 kernels of x86 CPUs without VNNI cannot saturate
     # (pipeline/quant/overflow.py); auto = on when an onnx or openvino artifact gets 8-bit weights
-    overflow_fix: str = "auto"
-    act_range: str = "learned"  # learned | ema
-    act_init: str = "mse"  # mse | minmax | percentile
+    overflow_fix: OverflowMode = "auto"
+    act_range: ActRange = "learned"
+    act_init: ActInit = "mse"
     calib_images: int = 256
-    steps: int = 300
-    batch_size: int = 64
-    lr: float = 1e-5
-    quant_lr: float = 1e-4
-    temperature: float = 1.0
-    ce_weight: float = 0.0
-    ema_freeze_step: int = 0
+    # The training loop's settings: defaults from QATSettings (their one source), handed back by settings().
+    steps: int = QATSettings.steps
+    batch_size: int = QATSettings.batch_size
+    lr: float = QATSettings.lr
+    quant_lr: float = QATSettings.quant_lr
+    temperature: float = QATSettings.temperature
+    ce_weight: float = QATSettings.ce_weight
+    ema_freeze_step: int = QATSettings.ema_freeze_step
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from pipeline.quant.prepare import PROFILES
         from pipeline.quant.scheme import BitScheme
 
         BitScheme.parse(self.bits, self.first_last_bits)
-        if self.profile not in PROFILES:
-            raise ConfigError(f"qat.profile must be one of {', '.join(PROFILES)}, got {self.profile!r}")
-        from pipeline.quant.overflow import MODES
-
-        if self.overflow_fix not in MODES:
-            close = difflib.get_close_matches(str(self.overflow_fix), MODES, n=1)
-            raise ConfigError(f"qat.overflow_fix must be one of {', '.join(MODES)}, got {self.overflow_fix!r}"
-                              + (f"; did you mean {close[0]!r}?" if close else ""))
-        if self.act_range not in ("learned", "ema"):
-            raise ConfigError("qat.act_range must be 'learned' or 'ema'")
-        if self.act_init not in ("mse", "minmax", "percentile"):
-            raise ConfigError("qat.act_init must be one of mse, minmax, percentile")
         if self.steps < 0 or self.batch_size < 1 or self.calib_images < 1:
             raise ConfigError("qat.steps must be >= 0, qat.batch_size and qat.calib_images >= 1")
+
+    def settings(self) -> QATSettings:
+        """The QAT loop's settings: this section's values of every QATSettings field it has, defaults for the rest."""
+        return QATSettings(**{name: getattr(self, name) for name in _QAT_LOOP_FIELDS})
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     targets: list[str] = field(default_factory=lambda: ["onnx"])
     min_integer_coverage: float = 1.0
-    tflite_io: str = "int8"  # edges of the integer .tflite: int8 (scale/zero point in export.json) or float
+    tflite_io: TFLiteIO = "int8"  # edges of the integer .tflite: int8 (scale/zero point in export.json) or float
     tflite_calibrate: bool = False  # fallback: PT2E calibration on the held-out synthetic set instead of the QAT scales
 
     def __post_init__(self) -> None:
-        if "all" in self.targets:  # the alias works wherever targets are given: --target, --set, YAML
-            object.__setattr__(self, "targets", list(TARGETS))
-        bad = [t for t in self.targets if t not in TARGETS]
-        if bad or not self.targets:
-            raise ConfigError(f"unknown target(s) {', '.join(bad) or '(none)'}; available: {', '.join(TARGETS)} or all")
+        # Canonical format names from the exporters' registry, parsed once here: "all" and aliases (ort, litert, ov)
+        # work wherever targets are given (--target, --set, YAML); an unknown one fails with the closest name.
+        from exporters import registry
+        from exporters.errors import ExportError
+
+        try:
+            object.__setattr__(self, "targets", registry.resolve(self.targets))
+        except ExportError as exc:
+            raise ConfigError(str(exc)) from None
         if not 0.0 <= self.min_integer_coverage <= 1.0:
             raise ConfigError("export.min_integer_coverage must be in [0, 1]")
-        if self.tflite_io not in ("int8", "float"):
-            raise ConfigError(f"export.tflite_io must be int8 or float, got {self.tflite_io!r}")
 
 
 @dataclass(frozen=True)
@@ -126,11 +130,26 @@ class CheckConfig:
     eval_limit: int | None = None
     bench: bool = True
     threads: int = 1
-    warmup_runs: int = 10
-    warmup_min_secs: float = 0.5
-    num_runs: int = 100
-    min_secs: float = 2.0
-    max_secs: float = 30.0
+    # The timing protocol: defaults from runtimes.benchmark.HOST_CHECK (the host's short one), handed back by bench_settings().
+    warmup_runs: int = HOST_CHECK.warmup_runs
+    warmup_min_secs: float = HOST_CHECK.warmup_min_secs
+    num_runs: int = HOST_CHECK.num_runs
+    min_secs: float = HOST_CHECK.min_secs
+    max_secs: float = HOST_CHECK.max_secs
+
+    def __post_init__(self) -> None:
+        try:
+            self.bench_settings()
+        except ValueError as exc:
+            raise ConfigError(f"bad check timing ({', '.join('check.' + n for n in _BENCH_FIELDS)}): {exc}") from None
+
+    def bench_settings(self) -> BenchSettings:
+        """The check stage's timing protocol: HOST_CHECK with this section's values."""
+        return dataclasses.replace(HOST_CHECK, **{name: getattr(self, name) for name in _BENCH_FIELDS})
+
+
+_QAT_LOOP_FIELDS = tuple(f.name for f in fields(QATSettings) if f.name in {g.name for g in fields(QATConfig)})
+_BENCH_FIELDS = tuple(f.name for f in fields(BenchSettings) if f.name in {g.name for g in fields(CheckConfig)})
 
 
 @dataclass(frozen=True)
@@ -149,82 +168,83 @@ class RunConfig:
         return dataclasses.asdict(getattr(self, name))
 
 
-# Budgets: named presets over the same fields (a preset file overrides only what differs).
+# The host check of the smoke budgets (tiny, and every method's fast in pipeline/synthesis/presets.py): enough
+# runs to see each artifact run and time it roughly, in a fraction of HOST_CHECK's time.
+SMOKE_CHECK: dict[str, Any] = {"check.num_runs": 20, "check.min_secs": 0.2, "check.warmup_min_secs": 0.1}
+
+# Budgets: named presets over the same fields (a preset file overrides only what differs). These generic ones apply
+# to every method; the per-method ones (``fast``, ``paper``) live beside each method's code (pipeline/synthesis/presets.py).
 BUDGETS: dict[str, dict[str, Any]] = {
     "default": {},
     # a smoke run that checks the whole path in about a minute on 2 cores
     "tiny": {
         "synthesis.num_images": 64, "synthesis.holdout_images": 64, "synthesis.options": {"batch_size": 64, "iterations": 40},
         "synthesis.holdout_options": {"batch_size": 64, "iterations": 40},
-        "qat.steps": 20, "qat.calib_images": 64, "check.num_runs": 20, "check.min_secs": 0.2, "check.warmup_min_secs": 0.1,
+        "qat.steps": 20, "qat.calib_images": 64, **SMOKE_CHECK,
     },
 }
 
-# Per-method budgets: ``--budget fast`` / ``--budget paper`` pick the preset of the run's method
-# (``--method``, YAML or --set). ``fast`` fits a 2-core CPU in minutes on the bundled model, with the
-# same budget for every method (equal budgets for comparisons): a 128-image pool, 200 synthesis steps
-# (inversion iterations per image batch, or generator warm-up steps) and 200 Q steps of batch 32.
-# 200 synthesis steps because at 40 the inverted images do not match the BN statistics yet and every
-# method that trains on them loses accuracy (10 pt at W4A4 for plain inversion, benchmarks/RESULTS.md).
-# ``paper`` is the published CIFAR schedule (docs/methods.md §3), meant for a GPU host.
-_FAST_SYNTH_STEPS = 200
-_FAST_COMMON: dict[str, Any] = {
-    "synthesis.num_images": 128, "synthesis.holdout_images": 64,
-    "synthesis.holdout_options": {"batch_size": 64, "iterations": _FAST_SYNTH_STEPS},
-    "qat.steps": 200, "qat.batch_size": 32, "qat.calib_images": 128,
-    "check.num_runs": 20, "check.min_secs": 0.2, "check.warmup_min_secs": 0.1,
-}
-_INV_FAST = {"batch_size": 64, "iterations": _FAST_SYNTH_STEPS}
-_GEN_FAST = {"warmup_steps": _FAST_SYNTH_STEPS, "gen_batch_size": 32, "gen_width": 64}
-METHOD_BUDGETS: dict[str, dict[str, dict[str, Any]]] = {
-    "fast": {
-        "bn-inversion": {**_FAST_COMMON, "synthesis.options": dict(_INV_FAST)},
-        "zeroq": {**_FAST_COMMON, "synthesis.options": dict(_INV_FAST), "qat.steps": 0},
-        "gdfq": {**_FAST_COMMON, "synthesis.options": dict(_GEN_FAST)},
-        "lrq": {**_FAST_COMMON, "synthesis.options": dict(_GEN_FAST)},
-        "fdda": {**_FAST_COMMON, "synthesis.options": {**_GEN_FAST, "gen_batch_size": 16}},
-        "zaq": {**_FAST_COMMON, "synthesis.options": {"gen_width": 64}},
-        "hast": {**_FAST_COMMON, "synthesis.options": {**_INV_FAST, "gen_warmup_steps": _FAST_SYNTH_STEPS,
-                                                        "gen_batch_size": 16, "gen_width": 64}},
-    },
-    "paper": {  # CIFAR schedules: epochs × 200 iterations; ranges frozen after 4 epochs (GDFQ protocol)
-        "bn-inversion": {"synthesis.num_images": 5120, "synthesis.options": {"batch_size": 256, "iterations": 1000},
-                         "qat.steps": 30200, "qat.batch_size": 64, "qat.ema_freeze_step": 800},
-        "zeroq": {"synthesis.num_images": 32, "synthesis.options": {"batch_size": 32, "iterations": 500}, "qat.steps": 0,
-                  "qat.calib_images": 32},
-        "gdfq": {"synthesis.options": {"warmup_steps": 800, "gen_batch_size": 200}, "qat.steps": 79200,
-                 "qat.batch_size": 200, "qat.ema_freeze_step": 1},
-        "lrq": {"synthesis.options": {"warmup_steps": 800, "gen_batch_size": 200}, "qat.steps": 79200,
-                "qat.batch_size": 200, "qat.ema_freeze_step": 1},
-        "fdda": {"synthesis.options": {"warmup_steps": 10000, "gen_batch_size": 16}, "qat.steps": 70000,
-                 "qat.batch_size": 32, "qat.ema_freeze_step": 1},
-        "zaq": {"qat.steps": 90000, "qat.batch_size": 256},
-        "hast": {"synthesis.num_images": 5120, "synthesis.options": {"batch_size": 256, "iterations": 1000, "gen_warmup_steps": 800},
-                 "qat.steps": 30200, "qat.batch_size": 64, "qat.ema_freeze_step": 1},
-    },
-}
+
+def _registry() -> types.ModuleType:
+    """The synthesis method registry with every method registered. Imported on first use, not at import time: it
+    imports torch, and the method modules import this one (pipeline/synthesis/presets.py)."""
+    import pipeline.synthesis  # noqa: F401  (registration)
+    from pipeline.synthesis import base
+
+    return base
+
+
+def budget_names() -> list[str]:
+    """``default``, ``tiny``, then every per-method budget some method has a preset for (``fast``, ``paper``)."""
+    return [*BUDGETS, *_registry().preset_budgets()]
+
+
+def _check_budget(budget: str) -> None:
+    if budget in BUDGETS:
+        return
+    choices = budget_names()
+    if budget not in choices:
+        close = difflib.get_close_matches(budget, choices, n=1)
+        raise ConfigError(f"unknown budget {budget!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                          + f"; choose one of {', '.join(choices)}")
 
 
 def budget_preset(budget: str, method: str) -> dict[str, Any]:
-    """The overrides of a named budget: generic (``default``, ``tiny``) or per method (``fast``, ``paper``)."""
+    """The overrides of a named budget: generic (``default``, ``tiny``) or the method's own (``fast``, ``paper``)."""
     if budget in BUDGETS:
         return BUDGETS[budget]
-    if budget not in METHOD_BUDGETS:
-        choices = [*BUDGETS, *METHOD_BUDGETS]
-        close = difflib.get_close_matches(budget, choices, n=1)
-        raise ConfigError(f"unknown budget {budget!r}" + (f"; did you mean {close[0]!r}?" if close else "") + f"; choose one of {', '.join(choices)}")
-    presets = METHOD_BUDGETS[budget]
-    if method not in presets:
-        raise ConfigError(f"budget {budget!r} has no preset for method {method!r}; methods with one: {', '.join(sorted(presets))}")
-    return presets[method]
+    _check_budget(budget)
+    registry = _registry()
+    presets = registry.method_presets(method)
+    if budget not in presets:
+        having = [m for m in registry.list_methods() if budget in registry.method_presets(m)]
+        close = difflib.get_close_matches(method, having, n=1)
+        raise ConfigError(f"budget {budget!r} has no preset for method {method!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                          + f"; methods with one: {', '.join(having)}")
+    return presets[budget]
 
 
 def _type_of(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
 
 
+def _choice(value: Any, choices: tuple, key: str) -> Any:
+    """A closed choice (a ``Literal`` field): the value, or one line naming the key, the valid values and the closest."""
+    if isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
+        # YAML 1.1 reads on/off/yes/no/true/false as booleans (--set qat.overflow_fix=off): take the choices' spelling
+        spelled = [c for c in (("on", "yes", "true") if value else ("off", "no", "false")) if c in choices]
+        value = spelled[0] if spelled else value
+    if value in choices:
+        return value
+    names = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(value), names, n=1) or difflib.get_close_matches(str(value).lower(), names, n=1)
+    raise ConfigError(f"{key} must be one of {', '.join(names)}, got {value!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+
+
 def _convert(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        return _choice(value, typing.get_args(tp), key)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
@@ -369,11 +389,12 @@ def build_config(budget: str = "default", yaml_path: Path | None = None, cli: di
             cfg = apply_overrides(cfg, layer)
         return cfg
 
+    _check_budget(budget)  # a misspelt budget first, whatever else is wrong
     method = resolve({}).synthesis.method  # a per-method budget: the method may come from any layer
     if budget in BUDGETS:
         preset = dict(BUDGETS[budget])
         if method != DEFAULT_METHOD:  # generic budgets' options are bn-inversion's: use the method's fast ones
-            preset["synthesis.options"] = dict(METHOD_BUDGETS["fast"].get(method, {}).get("synthesis.options", {}))
+            preset["synthesis.options"] = dict(_registry().method_presets(method).get("fast", {}).get("synthesis.options", {}))
     else:
         preset = budget_preset(budget, method)
     user = _user_options(layers)

@@ -1,8 +1,9 @@
 """Errors the CLI turns into one line and a non-zero exit.
 
-Anything raised as :class:`UserError` is the user's to fix (bad input, missing
-file, unsupported op); the CLI prints ``error: <message>`` and exits 2 without
-a traceback. Everything else is a bug and keeps its traceback.
+Anything raised as :class:`UserError` or :class:`exporters.errors.ExportError` is
+the user's to fix (bad input, missing file, unsupported op); the CLI prints
+``error: <message>`` and exits 2 without a traceback. Everything else is a bug
+and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -20,5 +21,7 @@ class ModelLoadError(UserError):
     """A model file, factory or weights file that cannot be used."""
 
 
-class ExportError(UserError):
-    """An artifact that cannot be produced as an integer model for a target."""
+# Exporters raise their own typed error (they never import the pipeline); the CLI treats it as the user's to fix.
+from exporters.errors import ExportError  # noqa: E402
+
+USER_ERRORS: tuple[type[Exception], ...] = (UserError, ExportError)

@@ -23,7 +23,6 @@ from pathlib import Path
 from pipeline.config import RunConfig
 from pipeline.errors import ConfigError
 
-MANIFEST = "manifest.json"
 
 
 def sha256_file(path: Path) -> str:
@@ -77,6 +76,13 @@ class RunContext:
 
         return self.memo("teacher", lambda: load_model(self.cfg.model))
 
+    @property
+    def layout(self) -> "RunLayout":
+        """The run folder's file names (:mod:`pipeline.layout`)."""
+        from pipeline.layout import RunLayout
+
+        return RunLayout(self.run_dir)
+
     def path(self, rel: str) -> Path:
         p = self.run_dir / rel
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -98,7 +104,7 @@ class Runner:
     def __init__(self, stages: list[Stage], ctx: RunContext) -> None:
         self.stages, self.ctx = stages, ctx
         self.names = [s.name for s in stages]
-        self.manifest_path = ctx.run_dir / MANIFEST
+        self.manifest_path = ctx.layout.manifest
         self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"stages": {}}
 
     def key(self, stage: Stage) -> str:
@@ -129,7 +135,7 @@ class Runner:
         redo = self.names.index(redo_from) if redo_from else len(self.stages)
         self.ctx.teacher()  # fail fast on a bad model or weights, before anything is written
         self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.ctx.run_dir / "config.json", self.ctx.cfg.to_dict())
+        write_json(self.ctx.layout.config, self.ctx.cfg.to_dict())
         for i, stage in enumerate(self.stages[: last + 1]):
             key = self.key(stage)
             if i < redo and self.fresh(stage, key):

@@ -1,8 +1,8 @@
 """One small interface over the integer runtimes: load, describe the I/O contract, run.
 
 Nothing here imports torch or tensorflow: this package runs on devices. Each
-backend imports its runtime lazily inside its own module, and a suffix table
-picks the backend, so loading a ``.onnx`` never imports OpenVINO.
+backend imports its runtime lazily inside its own module, and the format table
+(:mod:`runtimes.formats`) picks the backend, so loading a ``.onnx`` never imports OpenVINO.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from runtimes.formats import UnknownFormat, format_of
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -43,19 +45,12 @@ class Predictor(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
-# suffix → (module, loader function); a new runtime is one module and one row here.
-BACKENDS: dict[str, tuple[str, str]] = {
-    ".onnx": ("runtimes.onnxruntime_backend", "load"),
-    ".xml": ("runtimes.openvino_backend", "load"),  # OpenVINO IR (the .bin beside it holds the weights)
-    ".tflite": ("runtimes.litert_backend", "load"),  # LiteRT; NHWC input
-}
-
-
 def runtime_for(path: Path) -> str:
-    suffix = Path(path).suffix
-    if suffix not in BACKENDS:
-        raise ValueError(f"no runtime for {Path(path).name!r}: known artifact types are {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[suffix][0].rsplit(".", 1)[1].removesuffix("_backend")
+    """The runtime that executes the artifact at ``path`` (``onnxruntime``, ``openvino``, ``litert``), from its suffix."""
+    try:
+        return format_of(path).runtime
+    except UnknownFormat as exc:
+        raise ValueError(str(exc)) from None
 
 
 def load(path: str | Path, threads: int = 1, **options: object) -> Predictor:
@@ -63,10 +58,11 @@ def load(path: str | Path, threads: int = 1, **options: object) -> Predictor:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"artifact {path} does not exist")
-    module, fn = BACKENDS.get(path.suffix, (None, None))
-    if module is None:
-        raise ValueError(f"no runtime for {path.name!r}: known artifact types are {', '.join(sorted(BACKENDS))}")
-    return getattr(importlib.import_module(module), fn)(path, threads=threads, **options)
+    try:
+        info = format_of(path)
+    except UnknownFormat as exc:
+        raise ValueError(str(exc)) from None
+    return importlib.import_module(info.backend).load(path, threads=threads, **options)
 
 
 def prepare_feeds(pred: Predictor, x: np.ndarray) -> dict[str, np.ndarray]:

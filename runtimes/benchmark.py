@@ -43,6 +43,10 @@ class BenchSettings:
         return asdict(self)
 
 
+# The check stage's short protocol on the host (``pipeline run``; pipeline.config.CheckConfig defaults from it):
+# host numbers never stand in for a device's (docs/latency-protocol.md §12), so a quick figure is enough there;
+# the defaults above are the device protocol.
+HOST_CHECK = BenchSettings(warmup_runs=10, warmup_min_secs=0.5, num_runs=100, min_secs=2.0, max_secs=30.0)
 QUICK = BenchSettings(warmup_runs=10, warmup_min_secs=0.2, num_runs=100, min_secs=1.0, max_secs=20.0)
 FULL = BenchSettings(warmup_runs=10, warmup_min_secs=1.0, num_runs=1024, min_secs=60.0, max_secs=600.0)
 

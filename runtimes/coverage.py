@@ -69,18 +69,9 @@ class IntegerCoverage:
 
 def read_coverage(path: str | Path, sample: np.ndarray, threads: int = 1) -> IntegerCoverage:
     """The integer coverage of the artifact at ``path`` as its runtime executes ``sample`` (one input, the artifact's layout)."""
-    from runtimes.base import runtime_for
+    import importlib
 
-    path = Path(path)
-    runtime = runtime_for(path)
-    if runtime == "onnxruntime":
-        from runtimes.onnxruntime_coverage import onnxruntime_coverage
+    from runtimes.formats import format_of
 
-        return onnxruntime_coverage(path, sample, threads)
-    if runtime == "openvino":
-        from runtimes.openvino_coverage import openvino_coverage
-
-        return openvino_coverage(path, sample, threads)
-    from runtimes.litert_coverage import read_graph, tflite_coverage
-
-    return tflite_coverage(read_graph(path))
+    module, fn = format_of(path).coverage.split(":")
+    return getattr(importlib.import_module(module), fn)(Path(path), sample, threads)

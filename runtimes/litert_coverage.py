@@ -128,3 +128,9 @@ def tflite_coverage(g: TfliteGraph) -> IntegerCoverage:
             cov.tally(name, False, other=True)
     return cov
 
+
+
+def litert_coverage(path: Path, sample: np.ndarray | None = None, threads: int = 1) -> IntegerCoverage:
+    """The coverage of the .tflite at ``path``: read from the flatbuffer's op types, so ``sample`` and ``threads`` are not needed."""
+    del sample, threads
+    return tflite_coverage(read_graph(path))

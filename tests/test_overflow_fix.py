@@ -127,6 +127,7 @@ def test_report_marks_emulated_devices_and_states_the_isa():
     fp = {**dev, "artifact": {"name": "model.fp32.onnx", "runtime": "onnxruntime"}, "runs": [{"threads": 1, "steady": {"p50_ms": 4.0}}]}
     assert device_label(dev) == "pi5 (emulated CPU)" and device_label({**dev, "latency_source": "device"}) == "pi5"
     # a speed-up measured under emulation is labelled so wherever it is shown, never as the device's own
-    assert [s["device"] for s in speedups({"devices": [dev, fp]})] == ["pi5 (emulated CPU)"]
+    arts = [{"path": "model.w8a8.onnx", "precision": "w8a8"}, {"path": "model.fp32.onnx", "precision": "fp32"}]
+    assert [s["device"] for s in speedups({"devices": [dev, fp], "artifacts": arts})] == ["pi5 (emulated CPU)"]
     env = {"isa": {"arch": "x86_64", "int8_features": {"avx2": True, "avx512_vnni": False}, "u8s8_saturates": True, "emulated": None}}
     assert isa_summary(env) == "x86_64: avx2; u8×s8 saturates (no VNNI)" and isa_summary({}) == "not recorded"

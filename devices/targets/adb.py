@@ -26,6 +26,7 @@ from devices.bundle import BenchJob
 from devices.errors import DeviceError
 from devices.protocol import SCHEMA, sha256
 from devices.targets.base import RESULT, Log, Target, agent_failure, parse_result, stage
+from runtimes.formats import BY_NAME
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 
@@ -182,7 +183,7 @@ class AdbTarget(Target):
 
         from devices.agent import add_bench_flags, settings_from_args
 
-        if job.artifact.suffix != ".tflite":
+        if job.artifact.suffix != BY_NAME["tflite"].suffix:
             raise DeviceError(f"adb://{self.serial}: benchmark_model runs .tflite files, not {job.artifact.name}; "
                               "use python: in devices.yaml to run the agent for other runtimes")
         binary = Path(self.spec.benchmark_model).expanduser()

@@ -1,4 +1,4 @@
-"""QAT model → QDQ ONNX with int8 weights and the QAT scales; plus the FP32 export of the same model.
+"""Deployment spec → QDQ ONNX with int8 weights and the QAT scales; plus the FP32 export of the float model.
 
 Recipe measured on this machine (docs/conversion.md §3, §7):
 
@@ -9,50 +9,54 @@ Recipe measured on this machine (docs/conversion.md §3, §7):
   (-128, 127) range (the only signed range the exporter accepts) and the QAT scale;
 * one ORT_ENABLE_BASIC pass folds Q(weight) into int8 initializers, so the file
   is int8-sized and still portable QDQ (OpenVINO reads it too);
-* activations trained below 8 bits deploy as 8-bit inside the learned clipping range.
+* activations trained below 8 bits deploy as 8-bit inside the learned clipping range
+  (the spec's activation grids already are).
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from exporters.artifact import Artifact, IntegerCoverage, require_integer
+from exporters.spec import INPUT_NAME, OUTPUT_NAME, DeploymentSpec, IntConv2d, IntLinear, IOContract, lower
 from runtimes.onnxruntime_coverage import onnxruntime_coverage, optimized_op_counts
-from pipeline.errors import ExportError
-from pipeline.models.card import ModelCard
-from pipeline.quant.quantizers import ActQuantizer, WeightQuantizer
 
 OPSET = 17
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-@contextlib.contextmanager
-def export_mode(model: nn.Module, mode: str | None) -> Iterator[None]:
-    """Switch every quantizer to the ops exporter ``mode`` understands; restore afterwards."""
-    qs = [m for m in model.modules() if isinstance(m, (ActQuantizer, WeightQuantizer))]
-    saved = [(m.export_mode, getattr(m, "export_bits", None)) for m in qs]
-    try:
-        for m in qs:
-            m.export_mode = mode
-            if isinstance(m, ActQuantizer):
-                m.export_bits = 8 if m.bits < 8 else None
-                if not bool(m.initialized):
-                    raise ExportError("activation ranges are not calibrated: run the qat stage before export")
-        yield
-    finally:
-        for m, (mode_, bits) in zip(qs, saved):
-            m.export_mode = mode_
-            if isinstance(m, ActQuantizer):
-                m.export_bits = bits
+class _QDQWeight(nn.Module):
+    """An integer conv/linear whose weight passes QuantizeLinear/DequantizeLinear: int8 per channel, zero points 0.
+
+    The (-128, 127) range because it is the only signed range the exporter accepts; the weights
+    already lie in [-qmax, qmax] of their trained grid, so a 4-bit grid is stored exactly as int8.
+    """
+
+    def __init__(self, layer: IntConv2d | IntLinear) -> None:
+        super().__init__()
+        self.register_buffer("weight", layer.weight)
+        self.register_buffer("bias", layer.bias)
+        self.register_buffer("scale", torch.from_numpy(layer.grid.scale.copy()))
+        self.register_buffer("zero_point", torch.zeros(layer.grid.scale.shape[0], dtype=torch.int32))
+        self.conv = (layer.stride, layer.padding, layer.dilation, layer.groups) if isinstance(layer, IntConv2d) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.fake_quantize_per_channel_affine(self.weight, self.scale, self.zero_point, 0, -128, 127)
+        if self.conv is None:
+            return F.linear(x, w, self.bias)
+        return F.conv2d(x, w, self.bias, *self.conv)
+
+
+def qdq_graph(spec: DeploymentSpec) -> nn.Module:
+    """The spec's graph in the ops ``torch.onnx.export`` writes as Q/DQ: activations already are, weights get wrapped."""
+    return lower(spec.graph, lambda m: _QDQWeight(m) if isinstance(m, (IntConv2d, IntLinear)) else None)
 
 
 def _torch_export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -64,53 +68,34 @@ def _torch_export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
         )
 
 
-def _contract(card: ModelCard) -> tuple[list[dict], list[dict]]:
-    c, h, w = card.input_shape
-    inp = {"name": INPUT_NAME, "shape": ["batch", c, h, w], "layout": "NCHW", "dtype": "float32", "scale": None, "zero_point": None,
-           "pixel_range": list(card.pixel_range), "normalization": "inside the model" if card.normalization_inside else "caller"}
-    out = {"name": OUTPUT_NAME, "shape": ["batch", card.num_classes], "layout": "NC", "dtype": "float32", "scale": None,
-           "zero_point": None, "meaning": "logits"}
-    return [inp], [out]
-
-
-def export_fp32(model: nn.Module, card: ModelCard, path: Path) -> Artifact:
-    """FP32 ONNX of the teacher, written atomically."""
+def export_fp32(model: nn.Module, contract: IOContract, path: Path) -> Artifact:
+    """FP32 ONNX of the float model."""
     path = Path(path)
-    example = torch.rand(1, *card.input_shape)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        tmp_path = Path(tmp) / path.name
-        _torch_export(model.eval(), example, tmp_path)
-        os.replace(tmp_path, path)
-    ins, outs = _contract(card)
+    _torch_export(model.eval(), contract.example(), path)
+    ins, outs = contract.edges()
     return Artifact(path, "onnx", "fp32", ins, outs, path.stat().st_size)
 
 
-def export_qdq(qmodel: nn.Module, card: ModelCard, path: Path, precision: str) -> Artifact:
-    """QDQ ONNX of the fake-quant model with int8 weight initializers, written atomically."""
+def export_qdq(spec: DeploymentSpec, path: Path) -> Artifact:
+    """QDQ ONNX of the deployment spec, with int8 weight initializers (one ORT basic pass folds Q(weight))."""
+    import tempfile
+
     from runtimes.onnxruntime_backend import OrtPredictor
 
     path = Path(path)
-    example = torch.rand(1, *card.input_shape)
-    qmodel.eval()
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
-        with export_mode(qmodel, "onnx"):
-            _torch_export(qmodel, example, raw)
-        folded = Path(tmp) / path.name
-        OrtPredictor(raw, opt_level="basic", optimized_path=folded)  # folds Q(weight) → int8 initializers
-        os.replace(folded, path)
-    ins, outs = _contract(card)
-    return Artifact(path, "onnx", precision, ins, outs, path.stat().st_size,
+        _torch_export(qdq_graph(spec), spec.contract.example(), raw)
+        OrtPredictor(raw, opt_level="basic", optimized_path=path)  # folds Q(weight) → int8 initializers
+    ins, outs = spec.contract.edges()
+    return Artifact(path, "onnx", spec.precision, ins, outs, path.stat().st_size,
                     notes={"activations": "uint8 per-tensor asymmetric", "weights": "int8 per-channel symmetric", "opset": OPSET})
 
 
-def check_integer(artifact: Artifact, sample: torch.Tensor | None, card: ModelCard, min_share: float = 1.0,
-                  optimized_path: Path | None = None) -> IntegerCoverage:
-    """Read ORT's optimized graph and profiled run; fail naming the ops that would run a conv/gemm in float."""
-    import numpy as np
-
-    x = (sample if sample is not None else torch.rand(1, *card.input_shape)).numpy().astype(np.float32)
-    cov = onnxruntime_coverage(artifact.path, x[:1])
+def check_integer(artifact: Artifact, sample: np.ndarray, min_share: float = 1.0, optimized_path: Path | None = None) -> IntegerCoverage:
+    """Read ORT's optimized graph and profiled run on ``sample``; fail naming the ops that would run a conv/gemm in float."""
+    x = np.ascontiguousarray(np.asarray(sample, dtype=np.float32)[:1])
+    cov = onnxruntime_coverage(artifact.path, x)
     if optimized_path is not None:
         counts = optimized_op_counts(artifact.path, optimized_path)
         artifact.notes["ort_optimized_graph"] = optimized_path.name

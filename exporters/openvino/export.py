@@ -2,7 +2,8 @@
 
 Recipe measured on this machine (docs/conversion.md §4, §7):
 
-* ``ov.convert_model`` on the QDQ ONNX written by :mod:`exporters.onnx` turns each
+* ``ov.convert_model`` on a QDQ ONNX written by :mod:`exporters.onnx` (a private
+  intermediate of this format, whatever other targets run) turns each
   activation Q/DQ pair into FakeQuantize and keeps the int8 weight initializers
   with their per-channel scales, so the IR carries the QAT grid unchanged;
 * ``ov.save_model(..., compress_to_fp16=False)``: the FP32 twin stays FP32;
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from exporters.artifact import Artifact, IntegerCoverage, require_integer
-from pipeline.errors import ExportError
-from pipeline.models.card import ModelCard
+from exporters.errors import ExportError
+from exporters.spec import IOContract
 from runtimes.openvino_coverage import classify, openvino_coverage
 
 __all__ = ["check_integer_openvino", "export_ir", "ir_files", "openvino_coverage"]
@@ -42,10 +43,8 @@ def ir_files(xml_path: Path) -> list[Path]:
     return [xml_path, xml_path.with_suffix(".bin")]
 
 
-def export_ir(onnx_path: Path, ir_path_xml: Path, precision: str, card: ModelCard) -> Artifact:
+def export_ir(onnx_path: Path, ir_path_xml: Path, precision: str, contract: IOContract) -> Artifact:
     """Convert an ONNX file (QDQ or FP32) to an OpenVINO IR; .bin then .xml are moved into place atomically."""
-    from exporters.onnx.export import _contract
-
     ov = _ov()
     onnx_path, xml = Path(onnx_path), Path(ir_path_xml)
     if xml.suffix != ".xml":
@@ -62,7 +61,7 @@ def export_ir(onnx_path: Path, ir_path_xml: Path, precision: str, card: ModelCar
         tmp_bin, bin_path = tmp_xml.with_suffix(".bin"), xml.with_suffix(".bin")
         os.replace(tmp_bin, bin_path)  # weights first: the .xml appearing is the commit
         os.replace(tmp_xml, xml)
-    ins, outs = _contract(card)
+    ins, outs = contract.edges()
     size = sum(p.stat().st_size for p in ir_files(xml))
     notes = {"source_onnx": onnx_path.name, "weights_file": bin_path.name, "xml_bytes": xml.stat().st_size,
              "bin_bytes": bin_path.stat().st_size, "compress_to_fp16": False, "openvino": ov.__version__.split("-")[0]}
@@ -71,15 +70,12 @@ def export_ir(onnx_path: Path, ir_path_xml: Path, precision: str, card: ModelCar
     return Artifact(xml, "openvino", precision, ins, outs, size, notes=notes)
 
 
-def check_integer_openvino(artifact: Artifact, sample, card: ModelCard, min_share: float = 1.0, threads: int = 1,
+def check_integer_openvino(artifact: Artifact, sample: np.ndarray, min_share: float = 1.0, threads: int = 1,
                            precision_hint: str = "f32") -> IntegerCoverage:
-    """Read the CPU plugin's executed graph; fail naming the ops that would run a conv/matmul in float."""
+    """Read the CPU plugin's executed graph on ``sample``; fail naming the ops that would run a conv/matmul in float."""
     from runtimes.openvino_backend import OvPredictor
 
-    if sample is None:
-        x = np.random.default_rng(0).random((1, *card.input_shape), dtype=np.float32)
-    else:
-        x = np.ascontiguousarray(sample.numpy() if hasattr(sample, "numpy") else sample, dtype=np.float32)[:1]
+    x = np.ascontiguousarray(np.asarray(sample, dtype=np.float32)[:1])
     pred = OvPredictor(artifact.path, threads=threads, precision_hint=precision_hint)
     cov, layers = classify(pred, x)
     artifact.coverage = cov

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.errors import ExportError
+from exporters.errors import ExportError
 
 
 def pt2e_quantizer():

@@ -1,8 +1,8 @@
-"""QAT student → full-integer .tflite that keeps the learned scales; FP32 twin of the teacher; PTQ fallback.
+"""Deployment spec → full-integer .tflite that keeps the learned scales; FP32 twin of the float model; PTQ fallback.
 
 Recipe measured on this machine (docs/conversion.md §2.1, §7):
 
-* the student is rewritten in ``quantized_decomposed`` q/dq ops carrying its
+* the spec's graph is rewritten in ``quantized_decomposed`` q/dq ops carrying its
   scales (:mod:`exporters.tflite.qdq`), and ``litert_torch.convert`` runs with a
   PT2E ``QuantConfig``, which only switches the converter to STATIC q/dq mode:
   the quantizer itself never runs, so every scale in the file is the trained one;
@@ -14,15 +14,14 @@ Recipe measured on this machine (docs/conversion.md §2.1, §7):
   microcontrollers, NPUs, int8 camera pipelines) takes int8 pixels and returns
   int8 logits, both with the scale and zero point recorded in the artifact; where
   the model normalises its input itself, the input quantizer is the 8-bit pixel
-  grid of the card's pixel range (exact for 8-bit images) and the normalisation
+  grid of the contract's pixel range (exact for 8-bit images) and the normalisation
   stays float between DEQUANTIZE and QUANTIZE. ``io="float"`` adds a QUANTIZE /
   DEQUANTIZE at the edges instead (:mod:`exporters.tflite.interface`);
-* ``export_ptq`` (``export.tflite_calibrate``) calibrates the teacher with PT2E
+* ``export_ptq`` (``export.tflite_calibrate``) calibrates the float model with PT2E
   on the held-out synthetic images instead of using the QAT scales.
 
-Each integer artifact is proven integer before it is kept: the interpreter reads
-the converted file in a temporary folder, the coverage gate runs there, and only
-a file that passes is renamed into place.
+The format record (:mod:`exporters.tflite`) writes each file in a temporary folder
+and runs the coverage gate there; only a file that passes is renamed into place.
 """
 
 from __future__ import annotations
@@ -43,10 +42,10 @@ import torch
 from torch import nn
 
 from exporters.artifact import Artifact, IntegerCoverage, require_integer
-from runtimes.litert_coverage import TfliteGraph, read_graph, tflite_coverage
+from exporters.errors import ExportError
+from exporters.spec import DeploymentSpec, IOContract
 from exporters.tflite.qdq import INPUT_NAME, OUTPUT_NAME, EdgeModel, TensorQParams, input_quantizer, to_qdq
-from pipeline.errors import ExportError
-from pipeline.models.card import ModelCard
+from runtimes.litert_coverage import TfliteGraph, read_graph, tflite_coverage
 
 IO_MODES = ("int8", "float")
 QAT_SCALES, PTQ_CALIBRATED = "qat-scales", "ptq-calibrated"
@@ -54,16 +53,14 @@ QAT_SCALES, PTQ_CALIBRATED = "qat-scales", "ptq-calibrated"
 
 @dataclass(frozen=True)
 class TfliteOptions:
-    """What the caller chooses about the integer artifact."""
+    """What the caller chooses about the integer artifact (config keys ``export.tflite_io``, ``export.tflite_calibrate``)."""
 
     io: str = "int8"  # int8: integer edges with scale/zero point; float: QUANTIZE/DEQUANTIZE inside the model
-    min_integer_coverage: float = 1.0
+    calibrate: bool = False  # PT2E calibration of the float model on the held-out synthetic set instead of the QAT scales
 
     def __post_init__(self) -> None:
         if self.io not in IO_MODES:
             raise ExportError(f"tflite io must be one of {', '.join(IO_MODES)}, got {self.io!r}")
-        if not 0.0 <= self.min_integer_coverage <= 1.0:
-            raise ExportError("min_integer_coverage must be in [0, 1]")
 
 
 @contextlib.contextmanager
@@ -85,7 +82,7 @@ def _quiet_converter() -> Iterator[None]:
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved
 
 
-def _convert(module: nn.Module, card: ModelCard, out: Path, quantized: bool) -> float:
+def _convert(module: nn.Module, contract: IOContract, out: Path, quantized: bool) -> float:
     """``litert_torch.convert`` on an NHWC example, written to ``out``; returns the seconds it took."""
     try:
         import litert_torch
@@ -94,7 +91,7 @@ def _convert(module: nn.Module, card: ModelCard, out: Path, quantized: bool) -> 
         raise ExportError("the tflite target needs litert-torch: pip install litert-torch==0.10.0") from exc
     from exporters.tflite.calibrate import pt2e_quantizer
 
-    c, h, w = card.input_shape
+    c, h, w = contract.input_shape
     example = torch.rand(1, h, w, c)
     quant_config = QuantConfig(pt2e_quantizer=pt2e_quantizer()) if quantized else None  # STATIC q/dq mode
     start = time.perf_counter()
@@ -108,12 +105,11 @@ def _convert(module: nn.Module, card: ModelCard, out: Path, quantized: bool) -> 
     return time.perf_counter() - start
 
 
-def _contract(card: ModelCard, g: TfliteGraph) -> tuple[list[dict], list[dict]]:
-    """The ONNX contract (names, pixel range, normalisation) with the .tflite edges as the interpreter reads them."""
-    from exporters.onnx.export import _contract as onnx_contract
+def _contract(contract: IOContract, g: TfliteGraph) -> tuple[list[dict], list[dict]]:
+    """The contract's edges (names, pixel range, normalisation) with the .tflite edges as the interpreter reads them."""
     from runtimes.litert_backend import edge_spec
 
-    (inp,), (out,) = onnx_contract(card)
+    (inp,), (out,) = contract.edges()
     sig = next(iter(g.signatures.values()), {}) if g.signatures else {}
     by_index = {d["index"]: d for d in g.inputs + g.outputs}
     in_d = by_index[sig["inputs"][INPUT_NAME]] if sig else g.inputs[0]
@@ -148,78 +144,60 @@ def _record(art: Artifact, g: TfliteGraph, cov: IntegerCoverage) -> None:
     art.notes["transposes"] = g.histogram.get("TRANSPOSE", 0)
 
 
-def _checked(path: Path) -> Path:
-    path = Path(path)
-    if path.suffix != ".tflite":
-        raise ExportError(f"a LiteRT model path must end in .tflite, got {path.name!r}")
-    if not path.parent.is_dir():
-        raise ExportError(f"output folder {path.parent} does not exist")
-    return path
-
-
-def _write(module: nn.Module, card: ModelCard, path: Path, precision: str, options: TfliteOptions, notes: dict) -> Artifact:
-    """Convert, apply the edge choice, prove integer, then rename into place (nothing is left behind on failure)."""
+def _write(module: nn.Module, contract: IOContract, path: Path, precision: str, options: TfliteOptions, notes: dict) -> Artifact:
+    """Convert, apply the edge choice, read the graph back; the integer gate is the caller's (the format record's)."""
     from exporters.tflite.interface import float_interface
 
-    path = _checked(path)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.tflite"
-        seconds = _convert(module, card, raw, quantized=True)
-        final = Path(tmp) / path.name
+        seconds = _convert(module, contract, raw, quantized=True)
         if options.io == "float":
-            float_interface(raw, final)
+            float_interface(raw, path)
         else:
-            os.replace(raw, final)
-        g = read_graph(final)
-        cov = tflite_coverage(g)
-        gate(cov, path.name, options.min_integer_coverage)
-        ins, outs = _contract(card, g)
-        if options.io == "int8" and (ins[0]["dtype"] != "int8" or outs[0]["dtype"] != "int8"):
-            raise ExportError(f"{path.name}: the converter left a {ins[0]['dtype']} input / {outs[0]['dtype']} output, expected int8 edges")
-        os.replace(final, path)
+            os.replace(raw, path)
+    g = read_graph(path)
+    ins, outs = _contract(contract, g)
+    if options.io == "int8" and (ins[0]["dtype"] != "int8" or outs[0]["dtype"] != "int8"):
+        raise ExportError(f"{path.name}: the converter left a {ins[0]['dtype']} input / {outs[0]['dtype']} output, expected int8 edges")
     art = Artifact(path, "tflite", precision, ins, outs, path.stat().st_size)
-    _record(art, g, cov)
+    _record(art, g, tflite_coverage(g))
     art.notes.update({"io": options.io, "layout": "NHWC", "convert_seconds": round(seconds, 2), **_versions(), **notes})
     return art
 
 
-def export_int8(student: nn.Module, card: ModelCard, path: Path, precision: str, options: TfliteOptions = TfliteOptions()) -> Artifact:
-    """Full-integer .tflite of the fake-quant student with its QAT scales, proven integer before it is kept."""
-    _checked(path)
-    body = to_qdq(student)
+def export_int8(spec: DeploymentSpec, path: Path, options: TfliteOptions = TfliteOptions()) -> Artifact:
+    """Full-integer .tflite of the deployment spec with its QAT scales."""
+    body = to_qdq(spec.graph)
     first = input_quantizer(body)
     # int8 edge where the model starts with its own normalisation: quantize the raw pixels on their 8-bit grid
-    pixel_qp = TensorQParams.pixels(card.pixel_range) if options.io == "int8" and first is None else None
+    pixel_qp = TensorQParams.pixels(spec.contract.pixel_range) if options.io == "int8" and first is None else None
     bits = sorted({m.bits for m in body.modules() if hasattr(m, "qdq_weight")})
     notes = {"mode": QAT_SCALES, "weights": f"int8 per-channel symmetric, learned scales, {'/'.join(map(str, bits))}-bit grid",
              "activations": "int8 per-tensor asymmetric, learned ranges (8-bit inside the range)",
              "input_quantizer": "pixel grid" if pixel_qp else ("first activation quantizer" if first else "float (QUANTIZE op)")}
-    return _write(EdgeModel(body, pixel_qp), card, path, precision, options, notes)
+    return _write(EdgeModel(body, pixel_qp), spec.contract, path, spec.precision, options, notes)
 
 
-def export_ptq(teacher: nn.Module, card: ModelCard, path: Path, images: np.ndarray, options: TfliteOptions = TfliteOptions()) -> Artifact:
-    """Fallback: full-integer .tflite of the teacher calibrated by litert-torch's PT2E quantizer on ``images``."""
+def export_ptq(model: nn.Module, contract: IOContract, path: Path, images: np.ndarray, options: TfliteOptions = TfliteOptions()) -> Artifact:
+    """Fallback: full-integer .tflite of the float model calibrated by litert-torch's PT2E quantizer on ``images``."""
     from exporters.tflite.calibrate import calibrate_pt2e
 
-    _checked(path)
-    body = calibrate_pt2e(teacher, images)
+    body = calibrate_pt2e(model, images)
     first = input_quantizer(body)
-    pixel_qp = TensorQParams.pixels(card.pixel_range) if options.io == "int8" and first is None else None
+    pixel_qp = TensorQParams.pixels(contract.pixel_range) if options.io == "int8" and first is None else None
     notes = {"mode": PTQ_CALIBRATED, "calibration_images": int(len(images)), "weights": "int8 per-channel symmetric, min/max",
              "activations": "int8 per-tensor, histogram observer",
              "input_quantizer": "pixel grid" if pixel_qp else ("calibrated input observer" if first else "float (QUANTIZE op)")}
-    return _write(EdgeModel(body, pixel_qp), card, path, "w8a8", options, notes)
+    return _write(EdgeModel(body, pixel_qp), contract, path, "w8a8", options, notes)
 
 
-def export_fp32(model: nn.Module, card: ModelCard, path: Path) -> Artifact:
-    """FP32 .tflite of the teacher (same NHWC edges), for comparisons; written atomically."""
-    path = _checked(path)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        tmp_path = Path(tmp) / path.name
-        seconds = _convert(EdgeModel(model.eval()), card, tmp_path, quantized=False)
-        g = read_graph(tmp_path)
-        ins, outs = _contract(card, g)
-        os.replace(tmp_path, path)
+def export_fp32(model: nn.Module, contract: IOContract, path: Path) -> Artifact:
+    """FP32 .tflite of the float model (same NHWC edges), for comparisons."""
+    path = Path(path)
+    seconds = _convert(EdgeModel(model.eval()), contract, path, quantized=False)
+    g = read_graph(path)
+    ins, outs = _contract(contract, g)
     art = Artifact(path, "tflite", "fp32", ins, outs, path.stat().st_size)
     art.notes.update({"io": "float", "layout": "NHWC", "op_histogram": g.histogram, "transposes": g.histogram.get("TRANSPOSE", 0),
                       "convert_seconds": round(seconds, 2), **_versions()})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import ExportError
+from exporters.errors import ExportError
 
 
 def _opcode_index(model, builtin: int) -> int:

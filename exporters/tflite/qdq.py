@@ -1,17 +1,17 @@
-"""The QAT fake-quant student rewritten in ``quantized_decomposed`` q/dq ops, the form litert-torch lowers to int8 TFLite.
+"""The deployment spec's graph rewritten in ``quantized_decomposed`` q/dq ops, the form litert-torch lowers to int8 TFLite.
 
 litert-torch has no lowering for ``torch.fake_quantize_*`` (docs/conversion.md §2.1), but
 in its STATIC q/dq mode it turns the ops that ``convert_pt2e`` emits into integer
-kernels and keeps their scales. So every quantizer of the student is swapped for
-those ops, carrying the QAT-learned numbers unchanged:
+kernels and keeps their scales. So every neutral module of the spec's graph
+(:mod:`exporters.spec`) is swapped for those ops, carrying the QAT-learned numbers unchanged:
 
-* an :class:`ActQuantizer` becomes ``dequantize(quantize(x))`` per tensor, int8 in
-  [-128, 127]: the unsigned training grid [0, 255] with the zero point moved by
-  -128, the same grid. Activations trained below 8 bits deploy at 8 bits inside
-  their learned clipping range (``qparams(8)``, docs/conversion.md §5);
-* each :class:`QConv2d` / :class:`QLinear` weight becomes q/dq per output channel,
-  symmetric (zero points 0), its learned scale, after clamping to ±qmax·scale, so
-  a 4- or 3-bit grid is stored exactly as int8 values in [-qmax, qmax];
+* an :class:`~exporters.spec.ActPoint` becomes ``dequantize(quantize(x))`` per tensor,
+  int8 in [-128, 127]: the unsigned deployed grid [0, 255] with the zero point moved
+  by -128, the same grid (activations trained below 8 bits already deploy at 8 bits
+  inside their learned clipping range in the spec, docs/conversion.md §5);
+* each :class:`~exporters.spec.IntConv2d` / :class:`~exporters.spec.IntLinear` weight
+  becomes q/dq per output channel, symmetric (zero points 0), its learned scale; its
+  values already lie in [-qmax, qmax], so a 4- or 3-bit grid is stored exactly as int8;
 * scales and zero points are registered buffers, zero points int64: computed in
   ``forward`` they crash the converter (``KeyError: _to_copy``, docs/conversion.md §2.1).
 
@@ -23,7 +23,6 @@ int8 quantizer on the raw pixels where the student's first op is not a quantizer
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,11 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from pipeline.errors import ExportError
-from pipeline.quant.modules import QConv2d, QLinear
-from pipeline.quant.quantizers import ActQuantizer
-
-INPUT_NAME, OUTPUT_NAME = "input", "logits"
+from exporters.errors import ExportError
+from exporters.spec import INPUT_NAME, OUTPUT_NAME, ActPoint, IntConv2d, IntLinear, lower
 INT8_MIN, INT8_MAX = -128, 127
 
 
@@ -69,7 +65,7 @@ class TensorQParams:
 
 
 class QDQAct(nn.Module):
-    """Per-tensor int8 q/dq with fixed parameters (what an ActQuantizer deploys as)."""
+    """Per-tensor int8 q/dq with fixed parameters (what an ActPoint lowers to)."""
 
     def __init__(self, qp: TensorQParams) -> None:
         super().__init__()
@@ -85,19 +81,14 @@ class QDQAct(nn.Module):
 class _QDQWeight(nn.Module):
     """A weight on its learned symmetric per-channel grid, as constant buffers the converter folds to int8."""
 
-    def __init__(self, layer: QConv2d | QLinear) -> None:
+    def __init__(self, layer: IntConv2d | IntLinear) -> None:
         super().__init__()
-        wq = layer.wq
-        if not wq.symmetric:
-            raise ExportError("the tflite target needs symmetric per-channel weights: quantize with qat.profile=deploy")
-        scale = wq.channel_scale(layer.weight).detach().clone().float()
-        shape = (-1,) + (1,) * (layer.weight.dim() - 1)
-        bound = wq.qmax * scale.view(shape)
-        self.register_buffer("weight", torch.maximum(torch.minimum(layer.weight.detach(), bound), -bound).clone())
+        scale = torch.from_numpy(layer.grid.scale.copy())
+        self.register_buffer("weight", layer.weight.clone())
         self.register_buffer("scale", scale)
         self.register_buffer("zero_point", torch.zeros(scale.numel(), dtype=torch.int64))
-        self.register_buffer("bias", None if layer.bias is None else layer.bias.detach().clone().float())
-        self.bits = wq.bits
+        self.register_buffer("bias", None if layer.bias is None else layer.bias.clone())
+        self.bits = layer.grid.bits
 
     def qdq_weight(self) -> torch.Tensor:
         # The int8 range, not ±qmax: the clamp above already keeps the values in [-qmax, qmax], and a
@@ -108,7 +99,7 @@ class _QDQWeight(nn.Module):
 
 
 class QDQConv2d(_QDQWeight):
-    def __init__(self, layer: QConv2d) -> None:
+    def __init__(self, layer: IntConv2d) -> None:
         super().__init__(layer)
         self.stride, self.padding, self.dilation, self.groups = layer.stride, layer.padding, layer.dilation, layer.groups
 
@@ -121,36 +112,21 @@ class QDQLinear(_QDQWeight):
         return F.linear(x, self.qdq_weight(), self.bias)
 
 
-def act_qparams(q: ActQuantizer) -> TensorQParams:
-    """The deployed int8 grid of one activation quantizer (8-bit inside its learned range)."""
-    if not bool(q.initialized):
-        raise ExportError("activation ranges are not calibrated: run the qat stage before export")
-    scale, zp = q.qparams(8)
-    return TensorQParams(float(scale.detach()), int(zp.detach()) - 128)
+def _rewrite(mod: nn.Module) -> nn.Module | None:
+    if isinstance(mod, ActPoint):
+        return QDQAct(TensorQParams(*mod.grid.signed())) if mod.grid is not None else nn.Identity()
+    if isinstance(mod, IntConv2d):
+        return QDQConv2d(mod)
+    if isinstance(mod, IntLinear):
+        return QDQLinear(mod)
+    return None
 
 
-def to_qdq(student: fx.GraphModule) -> fx.GraphModule:
-    """A copy of the fake-quant student with every quantizer swapped for its q/dq form (the student is untouched)."""
-    if not isinstance(student, fx.GraphModule):
-        raise ExportError("the tflite exporter needs the student built by pipeline.quant.prepare.quantize_model")
-    gm = copy.deepcopy(student).eval()
-    swapped = 0
-    for name, mod in list(gm.named_modules()):
-        if isinstance(mod, ActQuantizer):
-            new: nn.Module = QDQAct(act_qparams(mod)) if mod.enabled else nn.Identity()
-        elif isinstance(mod, QConv2d):
-            new = QDQConv2d(mod)
-        elif isinstance(mod, QLinear):
-            new = QDQLinear(mod)
-        else:
-            continue
-        parent, _, attr = name.rpartition(".")
-        setattr(gm.get_submodule(parent) if parent else gm, attr, new)
-        swapped += 1
-    if not swapped:
+def to_qdq(graph: fx.GraphModule) -> fx.GraphModule:
+    """A copy of the spec's graph with every neutral module swapped for its q/dq form (the spec is untouched)."""
+    if not any(isinstance(m, (ActPoint, IntConv2d, IntLinear)) for m in graph.modules()):
         raise ExportError("the model has no quantizers: nothing to export as an integer TFLite model")
-    gm.recompile()
-    return gm
+    return lower(graph, _rewrite)
 
 
 def input_quantizer(gm: fx.GraphModule) -> TensorQParams | None:

@@ -25,13 +25,16 @@ Modes (``qat.overflow_fix``, ``--overflow-fix``):
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal, get_args
 
 from pipeline.errors import ConfigError
+from runtimes.formats import FORMATS
 
 OVERFLOW_SAFE_QMAX = 63
-MODES = ("auto", "on", "off")
+OverflowMode = Literal["auto", "on", "off"]  # the type of qat.overflow_fix
+MODES: tuple[str, ...] = get_args(OverflowMode)
 # Targets whose integer artifact runs u8 activations × s8 weights through VPMADDUBSW on x86 without VNNI.
-U8S8_TARGETS = frozenset({"onnx", "openvino"})
+U8S8_TARGETS = frozenset(f.name for f in FORMATS if f.u8s8_kernels)
 
 
 def resolve(mode: str, w_bits: int, first_last_bits: int | None, targets: Iterable[str], profile: str = "deploy") -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import operator
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +29,9 @@ from pipeline.errors import ModelLoadError
 from pipeline.quant.modules import QConv2d, QLinear, fold_bn
 from pipeline.quant.quantizers import ActQuantizer
 from pipeline.quant.scheme import BitScheme
+from pipeline.quant.settings import Profile
 
-PROFILES = ("deploy", "paper")
+PROFILES: tuple[str, ...] = get_args(Profile)  # ("deploy", "paper"): the qat.profile choices
 
 _ACT_MODULES = (nn.ReLU, nn.ReLU6)
 _ACT_FUNCS = {F.relu, torch.relu, F.relu6}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,21 +13,7 @@ from pipeline.progress import progress
 from pipeline.quant.distill import kd_kl
 from pipeline.quant.prepare import quantizers
 from pipeline.quant.quantizers import ActQuantizer, WeightQuantizer
-
-
-@dataclass(frozen=True)
-class QATSettings:
-    steps: int = 300
-    batch_size: int = 64
-    lr: float = 1e-4  # weights and biases
-    quant_lr: float = 1e-3  # learned ranges and scales
-    weight_decay: float = 0.0
-    temperature: float = 1.0
-    kd_weight: float = 1.0
-    ce_weight: float = 0.0  # CE on the synthetic labels (GDFQ uses 1; HAST computes but does not use it)
-    ema_freeze_step: int = 0  # ``ema`` ranges stop moving after this step (GDFQ: after the warm-up epochs)
-    flip: bool = True
-
+from pipeline.quant.settings import QATSettings  # torch-free home (pipeline.config imports it); also importable from here
 
 # A loss hook lets a method (HAST, ZAQ, ...) add terms: f(student, teacher, x, labels, s_logits, t_logits) -> loss
 ExtraLoss = Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]

@@ -11,9 +11,9 @@ Two quantizers cover both profiles:
   style) or tracked by EMA and frozen after a number of steps.
 
 On an 8-bit grid the unsigned form *is* uint8, which ONNX Runtime needs on x86
-to fuse every conv and add into integer kernels (docs/conversion.md §3). Each
-quantizer can also emit the ops an exporter understands (``export_mode``):
-``torch.fake_quantize_*`` for ONNX Q/DQ.
+to fuse every conv and add into integer kernels (docs/conversion.md §3). The
+quantizers know nothing of export formats: :mod:`pipeline.quant.deploy` reads their
+numbers into the neutral deployment spec the exporters consume.
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ class WeightQuantizer(nn.Module):
         self.scale = nn.Parameter(torch.ones(out_channels), requires_grad=self.learn_scale)
         self.register_buffer("initialized", torch.tensor(False))
         self.enabled = True
-        self.export_mode: str | None = None
 
     @property
     def qmax(self) -> int:
@@ -107,11 +106,6 @@ class WeightQuantizer(nn.Module):
             zp = torch.round(-lo.view(shape) / s) - 2 ** (self.bits - 1)
             return fake_quant(w, s, zp, -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1, mask_grad=False)
         s = self.channel_scale(w).view(shape)
-        if self.export_mode == "onnx":
-            # ONNX Q/DQ only accepts the (-128, 127) range: clamp to the b-bit grid first, exact (docs/conversion.md §3).
-            wc = torch.maximum(torch.minimum(w, self.qmax * s), -self.qmax * s)
-            zeros = torch.zeros(w.shape[0], dtype=torch.int32)
-            return torch.fake_quantize_per_channel_affine(wc, s.flatten().detach(), zeros, 0, -128, 127)
         return fake_quant(w, s, torch.zeros_like(s), -self.qmax, self.qmax)
 
     def extra_repr(self) -> str:
@@ -137,8 +131,6 @@ class ActQuantizer(nn.Module):
         self.enabled = True
         self.observing = False
         self.ema_frozen = False
-        self.export_mode: str | None = None
-        self.export_bits: int | None = None  # deploy A<8 as A8 inside the learned clipping range
         self._samples: list[torch.Tensor] = []
 
     @property
@@ -158,12 +150,6 @@ class ActQuantizer(nn.Module):
         levels = 2**bits - 1
         s2 = (hi_b - lo_b) / levels
         return s2, torch.clamp(torch.round(-lo_b / s2), 0, levels)
-
-    def export_qparams(self) -> tuple[float, int, int]:
-        """(scale, zero_point, bits) as the deployed artifact stores them."""
-        bits = self.export_bits or self.bits
-        s, zp = self.qparams(bits)
-        return float(s.detach()), int(zp.detach()), bits
 
     @torch.no_grad()
     def init_range(self, method: str = "mse", percentile: float = 99.99) -> None:
@@ -205,9 +191,6 @@ class ActQuantizer(nn.Module):
             return x
         if self.mode == "ema" and self.training and not self.ema_frozen:
             self._ema_update(x)
-        if self.export_mode == "onnx":
-            s, zp, bits = self.export_qparams()
-            return torch.fake_quantize_per_tensor_affine(x, s, zp, 0, 2**bits - 1)
         s, zp = self.qparams()
         if self.mask_grad:  # fused kernel, same values and STE/LSQ gradients as fake_quant(), ~1.5x faster
             return torch._fake_quantize_learnable_per_tensor_affine(x, s.reshape(1), zp.reshape(1), 0, self.levels, 1.0)

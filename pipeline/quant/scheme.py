@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pipeline.errors import ConfigError
 
 _BITS_RE = re.compile(r"^w(\d+)a(\d+)$")
+DEPLOYED_ACT_BITS = 8
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,13 @@ class BitScheme:
     def act_bits(self, is_first_input: bool = False) -> int:
         return self.first_last_bits if is_first_input and self.first_last_bits else self.a_bits
 
+    @staticmethod
+    def deployed_act_bits(trained_bits: int) -> int:
+        """The one home of the rule "activations below 8 bits deploy at 8": integer CPU kernels are 8-bit
+        (docs/conversion.md §5), so the learned clipping range is kept and filled with 256 levels."""
+        return max(DEPLOYED_ACT_BITS, trained_bits)
+
     @property
     def deployed_name(self) -> str:
-        """Name of what integer CPU runtimes execute: activations below 8 bits run at 8 (see docs/conversion.md §5)."""
-        return f"w{self.w_bits}a{max(8, self.a_bits)}"
+        """Name of what integer CPU runtimes execute, e.g. ``w4a8`` for a ``w4a4`` model."""
+        return f"w{self.w_bits}a{self.deployed_act_bits(self.a_bits)}"

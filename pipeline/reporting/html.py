@@ -91,8 +91,9 @@ def speedups(report: dict) -> list[dict]:
     """int-vs-FP32 speed-up (p50 ratio) per device, runtime and thread count, and per runtime in the host check."""
     out = []
     by_key: dict[tuple, dict[str, float]] = {}
+    precisions = {Path(a["path"]).name: a["precision"] for a in report.get("artifacts") or []}
     for dev in report.get("devices") or []:
-        prec = _precision(dev["artifact"]["name"])
+        prec = _precision(dev["artifact"]["name"], precisions)
         for run in dev.get("runs", []):
             p50 = run["steady"].get("p50_ms") or run["steady"].get("mean_ms")
             if p50:
@@ -108,8 +109,12 @@ def speedups(report: dict) -> list[dict]:
     return out
 
 
-def _precision(artifact_name: str) -> str:
-    return "fp32" if ".fp32." in artifact_name else "int"
+def _precision(artifact_name: str, precisions: dict[str, str]) -> str:
+    """``fp32`` or ``int`` for a benched artifact, as the run's export index records it (not guessed from the name)."""
+    recorded = precisions.get(artifact_name)
+    if recorded is None:  # benched from elsewhere (pipeline bench --artifact): what the device's reference check says
+        return "unknown"
+    return "fp32" if recorded == "fp32" else "int"
 
 
 def _summary(rep: dict) -> str:

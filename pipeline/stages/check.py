@@ -19,12 +19,10 @@ import runtimes
 from pipeline.evaldata import load_eval_data
 from pipeline.quant.qat import predict
 from pipeline.runner import RunContext, write_json
-from pipeline.stages.export import INDEX, load_artifacts
+from pipeline.stages.export import load_artifacts
 from pipeline.stages.qat import load_student
-from pipeline.stages.synth import HOLDOUT
 from pipeline.synthesis import SyntheticSet
 
-RESULT = "check.json"
 BUNDLE_MAX_BYTES = 16 << 20  # reference inputs that travel to a device: at most this much (and 128 images)
 AGREEMENT_MARGIN = 0.02  # a device may flip this share of top-1 decisions more than the host did
 
@@ -98,7 +96,7 @@ def write_bench_bundle(ctx: RunContext, images: np.ndarray, fp: np.ndarray, fq: 
             "tolerance": {"min_top1_agreement": round(max(0.0, host["top1_agreement"] - AGREEMENT_MARGIN), 6),
                           "max_abs_diff": 2 * host["max_abs_diff"] + slack, "output_scale": lsb},
         }
-    write_bundle(ctx.run_dir / "bench", images[:n], refs, entries)
+    write_bundle(ctx.layout.bench, images[:n], refs, entries)
 
 
 def compare(logits: np.ndarray, ref: np.ndarray, lsb: float | None = None) -> dict:
@@ -123,7 +121,7 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 def run(ctx: RunContext) -> None:
     teacher, card = ctx.teacher()
     c = ctx.cfg.check
-    holdout = SyntheticSet.load(ctx.run_dir / HOLDOUT)
+    holdout = SyntheticSet.load(ctx.layout.holdout_set)
     xh = torch.from_numpy(holdout.images)
     fp = predict(teacher, xh).numpy()
     deployable = ctx.cfg.qat.profile == "deploy"
@@ -148,7 +146,7 @@ def run(ctx: RunContext) -> None:
     if result["layers"]:
         worst = min(result["layers"], key=lambda r: r["sqnr_db"] if r["sqnr_db"] is not None else float("inf"))
         ctx.log(f"  per-layer SQNR over {len(result['layers'])} layers: lowest {worst['sqnr_db']} dB at {worst['name']}")
-    settings = runtimes.BenchSettings(c.warmup_runs, c.warmup_min_secs, c.num_runs, c.min_secs, c.max_secs)
+    settings = c.bench_settings()
     bundle_arts = []
     for art in load_artifacts(ctx):
         pred = runtimes.load(art.path, threads=c.threads)
@@ -173,20 +171,20 @@ def run(ctx: RunContext) -> None:
         ctx.log(f"  {art.path.name}: agreement with FP {entry['vs_fp']['top1_agreement']:.1%}"
                 + (f", real accuracy {entry['accuracy']:.2%}" if "accuracy" in entry else ""))
     write_bench_bundle(ctx, holdout.images, fp, fq if deployable else None, bundle_arts)
-    write_json(ctx.path(RESULT), result)
+    write_json(ctx.layout.check_result, result)
 
 
 def outputs(ctx: RunContext) -> list[Path]:
     from devices.bundle import bundle_files
 
-    return [ctx.run_dir / RESULT, *bundle_files(ctx.run_dir / "bench")]
+    return [ctx.layout.check_result, *bundle_files(ctx.layout.bench)]
 
 
 def inputs(ctx: RunContext) -> list[Path]:
     from pipeline.stages.export import outputs as export_outputs
 
     extra = [Path(ctx.cfg.check.eval_data)] if ctx.cfg.check.eval_data and Path(ctx.cfg.check.eval_data).is_file() else []
-    return [ctx.run_dir / HOLDOUT, *export_outputs(ctx), *extra]
+    return [ctx.layout.holdout_set, *export_outputs(ctx), *extra]
 
 
-__all__ = ["INDEX", "compare", "run"]
+__all__ = ["run"]

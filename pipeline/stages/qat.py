@@ -15,13 +15,10 @@ import torch
 
 from pipeline.quant import overflow
 from pipeline.quant.prepare import QuantProfile, quantize_model
-from pipeline.quant.qat import QATSettings, predict
+from pipeline.quant.qat import predict
 from pipeline.quant.scheme import BitScheme
 from pipeline.runner import RunContext, write_json
-from pipeline.stages.synth import HOLDOUT, TRAIN
 from pipeline.synthesis import QATJob, SyntheticSet, create_method
-
-STUDENT, METRICS = "qat/student.pt", "qat/qat.json"
 
 
 def scheme(ctx: RunContext) -> BitScheme:
@@ -46,7 +43,7 @@ def build_student(ctx: RunContext) -> torch.nn.Module:
 def load_student(ctx: RunContext) -> torch.nn.Module:
     def make() -> torch.nn.Module:
         student = build_student(ctx)
-        student.load_state_dict(torch.load(ctx.run_dir / STUDENT, map_location="cpu", weights_only=True))
+        student.load_state_dict(torch.load(ctx.layout.student, map_location="cpu", weights_only=True))
         return student.eval()
 
     return ctx.memo("student", make)
@@ -59,16 +56,15 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 def run(ctx: RunContext) -> None:
     teacher, card = ctx.teacher()
     q = ctx.cfg.qat
-    train = SyntheticSet.load(ctx.run_dir / TRAIN)
-    holdout = SyntheticSet.load(ctx.run_dir / HOLDOUT)
+    train = SyntheticSet.load(ctx.layout.train_set)
+    holdout = SyntheticSet.load(ctx.layout.holdout_set)
     xh = torch.from_numpy(holdout.images)
     torch.manual_seed(q.seed)
     student = build_student(ctx)
     t0 = time.time()
     method_name = train.meta.get("method", ctx.cfg.synthesis.method)
     method = create_method(method_name, train.meta.get("options", ctx.cfg.synthesis.options))
-    settings = QATSettings(steps=q.steps, batch_size=q.batch_size, lr=q.lr, quant_lr=q.quant_lr, temperature=q.temperature,
-                           ce_weight=q.ce_weight, ema_freeze_step=q.ema_freeze_step)
+    settings = q.settings()
     job = QATJob(student, teacher, card, train, settings, seed=q.seed, calib_images=q.calib_images, act_init=q.act_init, log=ctx.log)
     method.calibrate(job)
     fp_h = predict(teacher, xh)
@@ -77,12 +73,12 @@ def run(ctx: RunContext) -> None:
     losses = method.train(job)
     end = agreement(predict(student, xh), fp_h)
     ctx.log(f"  after {len(losses)} QAT steps ({method_name}): agreement {end:.1%}")
-    out = ctx.path(STUDENT)
+    out = ctx.layout.ensure(ctx.layout.student)
     tmp = out.with_name(out.name + ".tmp")
     torch.save(student.state_dict(), tmp)
     tmp.replace(out)
     sch = scheme(ctx)
-    write_json(ctx.path(METRICS), {
+    write_json(ctx.layout.ensure(ctx.layout.qat_metrics), {
         "scheme": sch.name, "profile": q.profile, "overflow_fix": q.overflow_fix,
         "overflow_safe": sch.overflow_safe, "weight_grid": sch.weight_grid, "method": method_name, "steps": len(losses), "meta": student.zsq_meta, "seconds": round(time.time() - t0, 2),
         "holdout_agreement_after_init": start, "holdout_agreement_after_qat": end,
@@ -92,10 +88,10 @@ def run(ctx: RunContext) -> None:
 
 
 def outputs(ctx: RunContext) -> list[Path]:
-    return [ctx.run_dir / STUDENT, ctx.run_dir / METRICS]
+    return [ctx.layout.student, ctx.layout.qat_metrics]
 
 
 def inputs(ctx: RunContext) -> list[Path]:
     from pipeline.stages.synth import weights_inputs
 
-    return [ctx.run_dir / TRAIN, ctx.run_dir / HOLDOUT, *weights_inputs(ctx)]
+    return [ctx.layout.train_set, ctx.layout.holdout_set, *weights_inputs(ctx)]

@@ -11,10 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.runner import MANIFEST, RunContext, write_json
+from pipeline.layout import RunLayout
+from pipeline.runner import RunContext, write_json
 
-REPORT = "report.json"
-HTML = "report.html"
 SCHEMA_VERSION = 2
 
 
@@ -25,7 +24,7 @@ def _load(path: Path) -> dict:
 def device_results(run_dir: Path) -> list[dict]:
     """Every ``pipeline bench`` result of this run (the timed samples stay in the result files)."""
     out = []
-    for path in sorted((run_dir / "bench" / "results").glob("*/*.json")):
+    for path in sorted(RunLayout(run_dir).bench_results.glob("*/*.json")):
         try:
             r = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
@@ -43,15 +42,16 @@ def device_results(run_dir: Path) -> list[dict]:
 def build_report(run_dir: Path) -> dict:
     from pipeline.reporting.html import speedups
 
-    export = _load(run_dir / "export.json")
-    check = _load(run_dir / "check.json")
+    lay = RunLayout(run_dir)
+    export = _load(lay.export_index)
+    check = _load(lay.check_result)
     report = {
         "schema_version": SCHEMA_VERSION,
         "run_dir": str(run_dir),
-        "config": _load(run_dir / "config.json"),
+        "config": _load(lay.config),
         "model_card": export.get("card"),
-        "manifest": _load(run_dir / MANIFEST),
-        "qat": _load(run_dir / "qat" / "qat.json"),
+        "manifest": _load(lay.manifest),
+        "qat": _load(lay.qat_metrics),
         "artifacts": export.get("artifacts", []),
         "check": check,
         "devices": device_results(run_dir),
@@ -124,8 +124,8 @@ def write_outputs(run_dir: Path) -> dict:
     from pipeline.reporting import write_html
 
     report = build_report(run_dir)
-    write_json(run_dir / REPORT, report)
-    write_html(run_dir / HTML, [report])
+    write_json(RunLayout(run_dir).report_json, report)
+    write_html(RunLayout(run_dir).report_html, [report])
     return report
 
 
@@ -135,4 +135,4 @@ def run(ctx: RunContext) -> None:
 
 
 def outputs(ctx: RunContext) -> list[Path]:
-    return [ctx.run_dir / REPORT, ctx.run_dir / HTML]
+    return [ctx.layout.report_json, ctx.layout.report_html]

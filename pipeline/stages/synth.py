@@ -14,7 +14,6 @@ from pipeline.errors import ConfigError
 from pipeline.runner import RunContext
 from pipeline.synthesis import RealData, SyntheticSet, create_method
 
-TRAIN, HOLDOUT = "synthetic/train.npz", "synthetic/holdout.npz"
 HOLDOUT_METHOD = "bn-inversion"
 
 
@@ -56,10 +55,10 @@ def run(ctx: RunContext) -> None:
             f"({HOLDOUT_METHOD}, seed {s.holdout_seed})" + (f"; {len(calib.labels)} real calibration images" if calib else ""))
     train: SyntheticSet = method.synthesize(teacher, card, s.num_images, s.seed, calib=calib)
     train.meta["method"], train.meta["options"] = s.method, dict(s.options)  # the qat stage's key follows the options
-    train.save(ctx.path(TRAIN))
+    train.save(ctx.layout.ensure(ctx.layout.train_set))
     holdout: SyntheticSet = create_method(HOLDOUT_METHOD, s.holdout_options).synthesize(teacher, card, s.holdout_images, s.holdout_seed)
-    holdout.save(ctx.path(HOLDOUT))
+    holdout.save(ctx.layout.ensure(ctx.layout.holdout_set))
 
 
 def outputs(ctx: RunContext) -> list[Path]:
-    return [ctx.run_dir / TRAIN, ctx.run_dir / HOLDOUT]
+    return [ctx.layout.train_set, ctx.layout.holdout_set]

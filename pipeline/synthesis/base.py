@@ -20,6 +20,7 @@ the same images.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
@@ -93,14 +94,18 @@ class Strategy:
 class _Entry:
     config_cls: type
     factory: Callable[[Any], Synthesizer]
+    presets: dict[str, dict[str, Any]]  # per-method budgets: {"fast": {dotted config key: value}, "paper": {...}}
 
 
 _METHODS: dict[str, _Entry] = {}
 
 
-def register_method(name: str, config: type) -> Callable:
+def register_method(name: str, config: type, presets: dict[str, dict[str, Any]] | None = None) -> Callable:
+    """Register a method: its options dataclass and its budget presets (``--budget fast`` / ``paper``), kept
+    beside its code; a preset maps dotted run-config keys to values, as ``--set`` takes them."""
+
     def deco(cls: Callable[[Any], Synthesizer]) -> Callable[[Any], Synthesizer]:
-        _METHODS[name] = _Entry(config, cls)
+        _METHODS[name] = _Entry(config, cls, dict(presets or {}))
         return cls
 
     return deco
@@ -110,10 +115,26 @@ def list_methods() -> list[str]:
     return sorted(_METHODS)
 
 
-def method_config_class(name: str) -> type:
+def _entry(name: str) -> _Entry:
     if name not in _METHODS:
-        raise ConfigError(f"unknown synthesis method {name!r}; choose one of {', '.join(list_methods())}")
-    return _METHODS[name].config_cls
+        close = difflib.get_close_matches(str(name), list_methods(), n=1)
+        raise ConfigError(f"unknown synthesis method {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                          + f"; choose one of {', '.join(list_methods())}")
+    return _METHODS[name]
+
+
+def method_config_class(name: str) -> type:
+    return _entry(name).config_cls
+
+
+def method_presets(name: str) -> dict[str, dict[str, Any]]:
+    """The method's budget presets by budget name (``fast``, ``paper``)."""
+    return _entry(name).presets
+
+
+def preset_budgets() -> list[str]:
+    """Every per-method budget name some method has a preset for, in registration order."""
+    return list(dict.fromkeys(b for e in _METHODS.values() for b in e.presets))
 
 
 def create_method(name: str, overrides: dict[str, Any] | None = None) -> Synthesizer:
@@ -127,4 +148,4 @@ def create_method(name: str, overrides: dict[str, Any] | None = None) -> Synthes
         cfg = cfg_cls(**overrides)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"method {name!r}: bad option value ({exc})") from None
-    return _METHODS[name].factory(cfg)
+    return _entry(name).factory(cfg)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ from pipeline.synthesis import augment as aug
 from pipeline.synthesis.base import RealData, Strategy, register_method
 from pipeline.synthesis.bn_stats import BNStatHook, BNTargets, bn_statistics_loss, require_batchnorm
 from pipeline.synthesis.dataset import SyntheticSet
+from pipeline.synthesis.presets import FAST_COMMON, INV_FAST
 from pipeline.synthesis.priors import l2_norm, total_variation
 
 LABEL_LOSSES = ("ce", "focal", "none")
@@ -58,6 +60,15 @@ class InversionConfig:
             raise ValueError(f"label_loss must be one of {', '.join(LABEL_LOSSES)}")
         if self.batch_size < 2 or self.iterations < 1:
             raise ValueError("batch_size must be >= 2 and iterations >= 1")
+
+
+# Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3). paper: the IntraQ budget, 5,120 images of
+# batch 256 at 1,000 iterations each, then 151 epochs × 200 Q steps of batch 64, EMA ranges frozen after 4 epochs.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {**FAST_COMMON, "synthesis.options": dict(INV_FAST)},
+    "paper": {"synthesis.num_images": 5120, "synthesis.options": {"batch_size": 256, "iterations": 1000},
+              "qat.steps": 30200, "qat.batch_size": 64, "qat.ema_freeze_step": 800},
+}
 
 
 def label_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str, gamma: float) -> torch.Tensor:
@@ -145,4 +156,4 @@ class BNInversion(Strategy):
         return SyntheticSet(out.numpy(), labels.numpy().astype(np.int64), seed, self.name, meta)
 
 
-register_method("bn-inversion", InversionConfig)(BNInversion)
+register_method("bn-inversion", InversionConfig, presets=PRESETS)(BNInversion)

@@ -20,6 +20,7 @@ are simply used from the start. The pipeline's Adam/cosine optimiser for Q.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from pipeline.synthesis.bn_stats import BNStatHook, BNTargets, require_batchnorm
 from pipeline.synthesis.dataset import SyntheticSet
 from pipeline.synthesis.generator import Sampler, TeacherProbe
 from pipeline.synthesis.methods.gdfq import GDFQ, GDFQConfig
+from pipeline.synthesis.presets import FAST_COMMON, GEN_FAST
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,16 @@ class FDDAConfig(GDFQConfig):
         super().__post_init__()
         if not 0.0 <= self.real_fraction < 1.0 or self.mean_noise < 0 or self.var_noise < 0:
             raise ValueError("real_fraction in [0, 1), mean_noise >= 0 and var_noise >= 0 are required")
+
+
+# Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3). fast: GDFQ's with the generator batch of
+# the ImageNet script (16). paper: a 50-epoch generator warm-up of batch 16, then 350 epochs of 16 real + 16
+# generated images.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {**FAST_COMMON, "synthesis.options": {**GEN_FAST, "gen_batch_size": 16}},
+    "paper": {"synthesis.options": {"warmup_steps": 10000, "gen_batch_size": 16}, "qat.steps": 70000,
+              "qat.batch_size": 32, "qat.ema_freeze_step": 1},
+}
 
 
 def deeper_half(num_bn: int) -> slice:
@@ -139,4 +151,4 @@ class FDDA(GDFQ):
         return torch.cat([torch.from_numpy(real_x)[idx], xg]), torch.cat([torch.from_numpy(real_y)[idx], yg])
 
 
-register_method("fdda", FDDAConfig)(FDDA)
+register_method("fdda", FDDAConfig, presets=PRESETS)(FDDA)

@@ -16,6 +16,7 @@ cosine; SGD-Nesterov in the paper), the same for every method.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from pipeline.synthesis.base import QATJob, RealData, Strategy, register_method
 from pipeline.synthesis.dataset import SyntheticSet
 from pipeline.synthesis.generator import (Generator, GeneratorSpec, Sampler, TeacherProbe, arrays_to_state,
                                           generator_optimizer, state_to_arrays)
+from pipeline.synthesis.presets import FAST_COMMON, GEN_FAST
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,15 @@ class GDFQConfig:
             raise ValueError("latent_dim, gen_width >= 2, gen_batch_size >= 2 and warmup_steps >= 0 are required")
         if self.temperature <= 0 or self.bn_eps <= 0:
             raise ValueError("temperature and bn_eps must be > 0")
+
+
+# Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3). paper: a 4-epoch generator warm-up of
+# batch 200, then 400 epochs in all (79,200 Q steps of batch 200, G and Q alternating).
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {**FAST_COMMON, "synthesis.options": dict(GEN_FAST)},
+    "paper": {"synthesis.options": {"warmup_steps": 800, "gen_batch_size": 200}, "qat.steps": 79200,
+              "qat.batch_size": 200, "qat.ema_freeze_step": 1},
+}
 
 
 class GDFQ(Strategy):
@@ -146,4 +157,4 @@ class GDFQ(Strategy):
         return None
 
 
-register_method("gdfq", GDFQConfig)(GDFQ)
+register_method("gdfq", GDFQConfig, presets=PRESETS)(GDFQ)

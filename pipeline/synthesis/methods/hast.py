@@ -21,6 +21,7 @@ Deviations: the pipeline's Adam/cosine optimiser instead of SGD-Nesterov lr
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
@@ -36,6 +37,7 @@ from pipeline.synthesis.dataset import SyntheticSet
 from pipeline.synthesis.generator import Sampler, state_to_arrays
 from pipeline.synthesis.inversion import BNInversion, InversionConfig
 from pipeline.synthesis.methods.gdfq import GDFQ, GDFQConfig
+from pipeline.synthesis.presets import FAST_COMMON, FAST_SYNTH_STEPS, INV_FAST
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,17 @@ class HASTConfig:
             raise ValueError("batch_size >= 2, iterations >= 1, gen_batch_size >= 2, gen_warmup_steps >= 0")
         if self.temperature <= 0 or self.fgsm_eps < 0 or self.fa_weight < 0:
             raise ValueError("temperature > 0, fgsm_eps >= 0 and fa_weight >= 0 are required")
+
+
+# Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3). fast: the inversion budget, and the range
+# generator warmed up as long. paper: BN inversion's IntraQ budget plus a 4-epoch generator for ranges, then
+# 151 epochs × 200 Q steps of batch 64.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {**FAST_COMMON, "synthesis.options": {**INV_FAST, "gen_warmup_steps": FAST_SYNTH_STEPS,
+                                                  "gen_batch_size": 16, "gen_width": 64}},
+    "paper": {"synthesis.num_images": 5120, "synthesis.options": {"batch_size": 256, "iterations": 1000, "gen_warmup_steps": 800},
+              "qat.steps": 30200, "qat.batch_size": 64, "qat.ema_freeze_step": 1},
+}
 
 
 class HAST(Strategy):
@@ -144,4 +157,4 @@ class HAST(Strategy):
         return losses
 
 
-register_method("hast", HASTConfig)(HAST)
+register_method("hast", HASTConfig, presets=PRESETS)(HAST)

@@ -21,6 +21,7 @@ optimisers) is GDFQ's, see :mod:`pipeline.synthesis.methods.gdfq`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from pipeline.synthesis.base import register_method
 from pipeline.synthesis.generator import GeneratorSpec, Sampler, TeacherProbe
 from pipeline.synthesis.hardness import angular_margin_ce
 from pipeline.synthesis.methods.gdfq import GDFQ, GDFQConfig
+from pipeline.synthesis.methods.gdfq import PRESETS as GDFQ_PRESETS
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,10 @@ class LRQConfig(GDFQConfig):
             raise ValueError("LKA kernel sizes must be odd and >= 1")
         if self.lka_dilation < 1 or self.scale <= 0 or self.dkd_temperature <= 0:
             raise ValueError("lka_dilation >= 1, scale > 0 and dkd_temperature > 0 are required")
+
+
+# Budget presets: GDFQ's (same schedule, docs/methods.md §3).
+PRESETS: dict[str, dict[str, Any]] = {budget: dict(preset) for budget, preset in GDFQ_PRESETS.items()}
 
 
 class LRQ(GDFQ):
@@ -75,4 +81,4 @@ class LRQ(GDFQ):
         return loss + c.ce_weight * F.cross_entropy(s_logits, y) if c.ce_weight else loss
 
 
-register_method("lrq", LRQConfig)(LRQ)
+register_method("lrq", LRQConfig, presets=PRESETS)(LRQ)

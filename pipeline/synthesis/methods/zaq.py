@@ -15,6 +15,7 @@ mode, so its BN statistics adapt; in ``deploy`` BN is folded anyway).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +29,7 @@ from pipeline.synthesis.base import QATJob, RealData, Strategy, register_method
 from pipeline.synthesis.dataset import SyntheticSet
 from pipeline.synthesis.generator import (Generator, GeneratorSpec, Sampler, arrays_to_state, generator_optimizer,
                                           state_to_arrays)
+from pipeline.synthesis.presets import FAST_COMMON
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,14 @@ class ZAQConfig:
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or self.gen_width < 2 or self.q_steps_per_gen_step < 1:
             raise ValueError("latent_dim >= 1, gen_width >= 2 and q_steps_per_gen_step >= 1 are required")
+
+
+# Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3). Adversarial from the first step, so no
+# warm-up to budget. paper: 300 epochs × 60 iterations × 5 Q steps per G step, batch 256.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {**FAST_COMMON, "synthesis.options": {"gen_width": 64}},
+    "paper": {"qat.steps": 90000, "qat.batch_size": 256},
+}
 
 
 def discrepancy(pair: FeaturePair, x: torch.Tensor, alpha: float, gamma: float,
@@ -110,4 +120,4 @@ class ZAQ(Strategy):
         return losses
 
 
-register_method("zaq", ZAQConfig)(ZAQ)
+register_method("zaq", ZAQConfig, presets=PRESETS)(ZAQ)

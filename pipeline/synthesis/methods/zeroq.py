@@ -14,12 +14,14 @@ in ``deploy``, min/max EMA in ``paper``) rather than ZeroQ's raw min/max.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 
 from pipeline.models.card import ModelCard
 from pipeline.synthesis.base import QATJob, register_method
 from pipeline.synthesis.inversion import BNInversion, InversionConfig
+from pipeline.synthesis.presets import FAST_COMMON, INV_FAST
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,15 @@ class ZeroQConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 2 or self.iterations < 1 or self.lr <= 0:
             raise ValueError("batch_size >= 2, iterations >= 1 and lr > 0 are required")
+
+
+# Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3): calibration only, no Q steps;
+# paper: 32 images, 500 iterations.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fast": {**FAST_COMMON, "synthesis.options": dict(INV_FAST), "qat.steps": 0},
+    "paper": {"synthesis.num_images": 32, "synthesis.options": {"batch_size": 32, "iterations": 500}, "qat.steps": 0,
+              "qat.calib_images": 32},
+}
 
 
 class ZeroQ(BNInversion):
@@ -67,4 +78,4 @@ class ZeroQ(BNInversion):
         return []
 
 
-register_method("zeroq", ZeroQConfig)(ZeroQ)
+register_method("zeroq", ZeroQConfig, presets=PRESETS)(ZeroQ)
