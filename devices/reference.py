@@ -26,10 +26,11 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
 
 
-def compare(outputs: np.ndarray, expected: np.ndarray, tol: Tolerance = Tolerance()) -> dict:
-    """Top-1 agreement, KL, cosine and absolute differences of ``outputs`` against ``expected`` (both N×C)."""
-    if outputs.shape != expected.shape:
-        return {"status": "mismatch", "reason": f"output shape {list(outputs.shape)} differs from the expected {list(expected.shape)}"}
+def metrics(outputs: np.ndarray, expected: np.ndarray, output_scale: float | None = None) -> dict:
+    """Top-1 agreement, KL(expected‖outputs), cosine and absolute differences (also in output LSBs), both N×C.
+
+    The one comparison of the project: the host check stage and the device reference check both use it.
+    """
     a = outputs.reshape(len(outputs), -1).astype(np.float64)
     r = expected.reshape(len(expected), -1).astype(np.float64)
     diff = np.abs(a - r)
@@ -42,11 +43,18 @@ def compare(outputs: np.ndarray, expected: np.ndarray, tol: Tolerance = Toleranc
         "min_cosine": float(cos.min()),
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
-        "min_top1_agreement": tol.min_top1_agreement,
     }
-    if tol.output_scale:
-        out["max_abs_diff_lsb"] = out["max_abs_diff"] / tol.output_scale
-        out["mean_abs_diff_lsb"] = out["mean_abs_diff"] / tol.output_scale
+    if output_scale:
+        out["max_abs_diff_lsb"] = out["max_abs_diff"] / output_scale
+        out["mean_abs_diff_lsb"] = out["mean_abs_diff"] / output_scale
+    return out
+
+
+def compare(outputs: np.ndarray, expected: np.ndarray, tol: Tolerance = Tolerance()) -> dict:
+    """:func:`metrics` judged against a tolerance: status ``ok`` or ``mismatch``."""
+    if outputs.shape != expected.shape:
+        return {"status": "mismatch", "reason": f"output shape {list(outputs.shape)} differs from the expected {list(expected.shape)}"}
+    out = {**metrics(outputs, expected, tol.output_scale), "min_top1_agreement": tol.min_top1_agreement}
     out["status"] = "ok" if out["top1_agreement"] >= tol.min_top1_agreement else "mismatch"
     if tol.max_abs_diff is not None:
         out["max_abs_diff_limit"] = tol.max_abs_diff

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import types
 import typing
@@ -24,7 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline.errors import ConfigError
+from pipeline.quant import overflow
 from pipeline.quant.overflow import OverflowMode
+from pipeline.quant.scheme import BitScheme
 from pipeline.quant.settings import ActInit, ActRange, Profile, QATSettings
 from runtimes.benchmark import HOST_CHECK, BenchSettings
 
@@ -92,11 +95,14 @@ class QATConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from pipeline.quant.scheme import BitScheme
-
-        BitScheme.parse(self.bits, self.first_last_bits)
+        _ = self.scheme  # a bad bits string fails here, at parse time
         if self.steps < 0 or self.batch_size < 1 or self.calib_images < 1:
             raise ConfigError("qat.steps must be >= 0, qat.batch_size and qat.calib_images >= 1")
+
+    @functools.cached_property
+    def scheme(self) -> BitScheme:
+        """``bits`` and ``first_last_bits`` parsed once into the scheme object (overflow grid: :attr:`RunConfig.scheme`)."""
+        return BitScheme.parse(self.bits, self.first_last_bits)
 
     def settings(self) -> QATSettings:
         """The QAT loop's settings: this section's values of every QATSettings field it has, defaults for the rest."""
@@ -160,6 +166,13 @@ class RunConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
     out: str = "runs/default"
+
+    @functools.cached_property
+    def scheme(self) -> BitScheme:
+        """The run's bit scheme, ``qat.overflow_fix`` resolved against ``export.targets``: what every stage uses."""
+        q = self.qat
+        safe = overflow.resolve(q.overflow_fix, q.scheme.w_bits, q.scheme.first_last_bits, self.export.targets, q.profile)
+        return dataclasses.replace(q.scheme, overflow_safe=safe)
 
     def to_dict(self) -> dict:
         return {"_type": "zsq.RunConfig", "_version": CONFIG_VERSION, "_data": dataclasses.asdict(self)}

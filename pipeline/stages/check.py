@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 import runtimes
+from devices.reference import metrics
 from pipeline.evaldata import load_eval_data
 from pipeline.quant.qat import predict
 from pipeline.runner import RunContext, write_json
@@ -74,8 +74,7 @@ def layer_sqnr(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.Tens
 def write_bench_bundle(ctx: RunContext, images: np.ndarray, fp: np.ndarray, fq: np.ndarray | None, arts: list[tuple]) -> None:
     """``bench/``: reference inputs, FP and fake-quant outputs, and each artifact's tolerance (host agreement − margin)."""
     from devices.bundle import write_bundle
-    from devices.reference import Tolerance
-    from devices.reference import compare as np_compare
+    from devices.reference import Tolerance, compare
 
     per = max(1, images[0].nbytes)
     n = int(min(len(images), 128, max(1, BUNDLE_MAX_BYTES // per)))
@@ -86,7 +85,7 @@ def write_bench_bundle(ctx: RunContext, images: np.ndarray, fp: np.ndarray, fq: 
     for art, out in arts:
         kind = "fake_quant" if (art.precision != "fp32" and fq is not None) else "fp"
         lsb = art.notes.get("output_scale") if kind == "fake_quant" else None
-        host = np_compare(out[:n], refs[kind], Tolerance(0.0, None, lsb))
+        host = compare(out[:n], refs[kind], Tolerance(0.0, None, lsb))
         slack = 2 * lsb if lsb else 1e-3 * float(np.abs(refs[kind]).max() or 1.0)
         entries[art.path.name] = {
             "reference": kind, "precision": art.precision,
@@ -97,21 +96,6 @@ def write_bench_bundle(ctx: RunContext, images: np.ndarray, fp: np.ndarray, fq: 
                           "max_abs_diff": 2 * host["max_abs_diff"] + slack, "output_scale": lsb},
         }
     write_bundle(ctx.layout.bench, images[:n], refs, entries)
-
-
-def compare(logits: np.ndarray, ref: np.ndarray, lsb: float | None = None) -> dict:
-    a, r = torch.from_numpy(logits.astype(np.float32)), torch.from_numpy(ref.astype(np.float32))
-    diff = (a - r).abs()
-    out = {
-        "top1_agreement": float((a.argmax(1) == r.argmax(1)).float().mean()),
-        "kl": float(F.kl_div(F.log_softmax(a, 1), F.log_softmax(r, 1), reduction="batchmean", log_target=True)),
-        "max_abs_diff": float(diff.max()),
-        "mean_abs_diff": float(diff.mean()),
-    }
-    if lsb:
-        out["max_abs_diff_lsb"] = float(diff.max()) / lsb
-        out["mean_abs_diff_lsb"] = float(diff.mean()) / lsb
-    return out
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -131,7 +115,7 @@ def run(ctx: RunContext) -> None:
     from devices.protocol import saturation_flag
 
     host_isa = isa.capture()
-    result: dict = {"holdout": {"images": len(holdout), "seed": holdout.seed, "fake_quant_vs_fp": compare(fq, fp)}, "artifacts": {},
+    result: dict = {"holdout": {"images": len(holdout), "seed": holdout.seed, "fake_quant_vs_fp": metrics(fq, fp)}, "artifacts": {},
                     "host_isa": host_isa, "warnings": []}
     real = None
     if c.eval_data:
@@ -154,7 +138,7 @@ def run(ctx: RunContext) -> None:
         bundle_arts.append((art, out))
         lsb = art.notes.get("output_scale")
         entry: dict = {"runtime": pred.runtime, "precision": art.precision, "size_bytes": art.size_bytes,
-                       "vs_fp": compare(out, fp), "vs_fake_quant": compare(out, fq, lsb) if art.precision != "fp32" and deployable else None}
+                       "vs_fp": metrics(out, fp), "vs_fake_quant": metrics(out, fq, lsb) if art.precision != "fp32" and deployable else None}
         if real is not None:
             xr, yr, _, _ = real
             entry["accuracy"] = accuracy(runtimes.predict_batched(pred, xr), yr)

@@ -7,13 +7,11 @@ stage records the method's options, so changing one re-keys this stage too.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
 import torch
 
-from pipeline.quant import overflow
 from pipeline.quant.prepare import QuantProfile, quantize_model
 from pipeline.quant.qat import predict
 from pipeline.quant.scheme import BitScheme
@@ -22,11 +20,8 @@ from pipeline.synthesis import QATJob, SyntheticSet, create_method
 
 
 def scheme(ctx: RunContext) -> BitScheme:
-    """The run's bit scheme, with ``qat.overflow_fix`` resolved against the requested targets."""
-    q = ctx.cfg.qat
-    base = BitScheme.parse(q.bits, q.first_last_bits)
-    return dataclasses.replace(base, overflow_safe=overflow.resolve(q.overflow_fix, base.w_bits, base.first_last_bits,
-                                                                    ctx.cfg.export.targets, q.profile))
+    """The run's bit scheme (parsed once by the config, overflow grid resolved against the targets)."""
+    return ctx.cfg.scheme
 
 
 def key_extra(ctx: RunContext) -> dict:
