@@ -34,12 +34,12 @@ def make_artifacts(folder: Path) -> dict:
     """ResNet-20 (random weights, 1×28×28) at W8A8, both weight grids, every target, with the fake-quant references."""
     from exporters.onnx import export_qdq
     from exporters.openvino import export_ir
-    from exporters.tflite import TfliteOptions, export_int8
+    from exporters.tflite import TfliteOptions, check_integer_tflite, export_int8
     from pipeline.models import ModelCard, create_model
     from pipeline.quant.calibrate import calibrate
+    from pipeline.quant.deploy import deployment_spec
     from pipeline.quant.prepare import quant_layers, quantize_model
     from pipeline.quant.scheme import BitScheme
-    from pipeline.stages.export import output_scale
 
     shape = (1, 28, 28)
     card = ModelCard("resnet20", shape, 10)
@@ -55,11 +55,13 @@ def make_artifacts(folder: Path) -> dict:
         with torch.no_grad():
             np.save(folder / f"expected.{grid}.npy", q(torch.from_numpy(x)).numpy())
         qmax = max(m.wq.qmax for m in quant_layers(q))
-        onnx_art = export_qdq(q, card, folder / f"{grid}.w8a8.onnx", "w8a8")
-        ir = export_ir(onnx_art.path, folder / f"{grid}.w8a8.xml", "w8a8", card)
-        tfl = export_int8(q, card, folder / f"{grid}.w8a8.tflite", "w8a8", TfliteOptions())
+        spec = deployment_spec(q, card)
+        onnx_art = export_qdq(spec, folder / f"{grid}.w8a8.onnx")
+        ir = export_ir(onnx_art.path, folder / f"{grid}.w8a8.xml", "w8a8", spec.contract)
+        tfl = export_int8(spec, folder / f"{grid}.w8a8.tflite", TfliteOptions())
+        check_integer_tflite(tfl, 1.0)  # the integer gate export_int8 ran itself before the format records took it over
         for target, art in zip(TARGETS, (onnx_art, ir, tfl)):
-            out[(grid, target)] = (art.path, output_scale(q), qmax)
+            out[(grid, target)] = (art.path, spec.output_scale, qmax)
     return out
 
 

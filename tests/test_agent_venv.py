@@ -52,10 +52,13 @@ def test_device_venv_has_no_torch_or_tensorflow(device_venv):
 @pytest.fixture(scope="module")
 def tflite_int8(device_run, tmp_path_factory) -> Path:  # noqa: F811
     """The int8 student of ``device_run`` as a full-integer .tflite (LiteRT runs it in the venv)."""
-    from exporters.tflite import TfliteOptions, export_int8
+    from exporters.tflite import TfliteOptions, check_integer_tflite, export_int8
+    from pipeline.quant.deploy import deployment_spec
 
-    return export_int8(device_run["student"], device_run["card"], tmp_path_factory.mktemp("tflite") / "model.w8a8.tflite", "w8a8",
-                       TfliteOptions(io="int8")).path
+    spec = deployment_spec(device_run["student"], device_run["card"])
+    art = export_int8(spec, tmp_path_factory.mktemp("tflite") / "model.w8a8.tflite", TfliteOptions(io="int8"))
+    check_integer_tflite(art, 1.0)  # the integer gate export_int8 ran itself before the format records took it over
+    return art.path
 
 
 @pytest.mark.parametrize("which, expected", [("int8", "expected_fq"), ("tflite", "expected_fq")])

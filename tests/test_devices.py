@@ -32,9 +32,9 @@ def make_run(folder: Path) -> dict:
     from exporters.onnx import export_fp32, export_qdq
     from pipeline.models import ModelCard, create_model
     from pipeline.quant.calibrate import calibrate
+    from pipeline.quant.deploy import deployment_spec, io_contract
     from pipeline.quant.prepare import quantize_model
     from pipeline.quant.scheme import BitScheme
-    from pipeline.stages.export import output_scale
 
     torch.manual_seed(0)
     model = create_model("resnet20", in_channels=1, num_classes=10, mean=[0.3], std=[0.35]).eval()
@@ -43,12 +43,13 @@ def make_run(folder: Path) -> dict:
     calibrate(q, [torch.rand(32, 1, 28, 28, generator=g)])
     card = ModelCard("resnet20", (1, 28, 28), 10)
     folder.mkdir(parents=True, exist_ok=True)
-    fp = export_fp32(model, card, folder / "model.fp32.onnx")
-    art = export_qdq(q, card, folder / "model.w8a8.onnx", "w8a8")
+    spec = deployment_spec(q, card)
+    fp = export_fp32(model, io_contract(card), folder / "model.fp32.onnx")
+    art = export_qdq(spec, folder / "model.w8a8.onnx")
     x = torch.rand(16, 1, 28, 28, generator=g)
     with torch.no_grad():
         ref_fp, ref_fq = model(x).numpy(), q(x).numpy()
-    lsb = output_scale(q)
+    lsb = spec.output_scale
     write_bundle(folder / "bench", x.numpy(), {"fp": ref_fp, "fake_quant": ref_fq}, {
         "model.fp32.onnx": {"reference": "fp", "precision": "fp32", "tolerance": {"min_top1_agreement": 0.98}},
         "model.w8a8.onnx": {"reference": "fake_quant", "precision": "w8a8", "tolerance": {"min_top1_agreement": 0.9, "output_scale": lsb}},
@@ -159,8 +160,9 @@ def test_agent_catches_a_runtime_that_computes_something_else(device_run, tmp_pa
 def test_agent_on_openvino_ir(device_run, tmp_path):
     from exporters.openvino import export_ir
     from pipeline.models import ModelCard
+    from pipeline.quant.deploy import io_contract
 
-    art = export_ir(device_run["int8"], tmp_path / "model.w8a8.xml", "w8a8", ModelCard("resnet20", (1, 28, 28), 10))
+    art = export_ir(device_run["int8"], tmp_path / "model.w8a8.xml", "w8a8", io_contract(ModelCard("resnet20", (1, 28, 28), 10)))
     out = tmp_path / "r.json"
     res = run_agent("--graph", str(art.path), *TINY, "--cold_starts", "0", "--trials", "1", "--inputs", str(device_run["inputs"]),
                     "--expected", str(device_run["expected_fq"]), "--min_agreement", "0.9", "--json_stats", str(out))

@@ -14,9 +14,9 @@ from exporters.onnx import check_integer, export_fp32, export_qdq
 from pipeline.errors import ExportError
 from pipeline.models import ModelCard, create_model
 from pipeline.quant.calibrate import calibrate
+from pipeline.quant.deploy import deployment_spec, io_contract
 from pipeline.quant.prepare import quantize_model
 from pipeline.quant.scheme import BitScheme
-from pipeline.stages.export import output_scale
 from tests.conftest import run_without_torch
 from tests.models import ConcatHardswishNet, WithConv1d
 
@@ -27,6 +27,11 @@ def _quantized(model, shape, bits="w8a8", n=32, overflow_safe=True):
     g = torch.Generator().manual_seed(0)
     calibrate(q, [torch.rand(n, *shape, generator=g)])
     return q
+
+
+def _sample(shape) -> np.ndarray:
+    """One N×C×H×W float image for the integer gate."""
+    return np.random.default_rng(0).random((1, *shape), dtype=np.float32)
 
 
 MODELS = {
@@ -44,9 +49,10 @@ def test_qdq_export_is_integer_and_matches_fake_quant(tmp_path, name, bits):
     model = factory().eval()
     q = _quantized(model, shape, bits)
     card = ModelCard(name, shape, 10)
-    art = export_qdq(q, card, tmp_path / f"model.{bits}.onnx", bits)
-    fp = export_fp32(model, card, tmp_path / "model.fp32.onnx")
-    cov = check_integer(art, None, card, 1.0, tmp_path / "opt.onnx")
+    spec = deployment_spec(q, card)
+    art = export_qdq(spec, tmp_path / f"model.{spec.precision}.onnx")
+    fp = export_fp32(model, io_contract(card), tmp_path / "model.fp32.onnx")
+    cov = check_integer(art, _sample(shape), 1.0, tmp_path / "opt.onnx")
     assert cov.share == 1.0 and cov.float_macs == 0 and not cov.float_nodes
     assert cov.int_kernels.get("QLinearConv", 0) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
     assert cov.int_kernels.get("QGemm", 0) == 1
@@ -66,31 +72,29 @@ def test_qdq_export_is_integer_and_matches_fake_quant(tmp_path, name, bits):
     with torch.no_grad():
         if bits == "w8a8":
             ref = q(x).numpy()
-        else:  # A4 deploys as A8 inside the learned range: compare with the fake-quant model in that export mode
-            from exporters.onnx.export import export_mode
-
-            with export_mode(q, "onnx"):
-                ref = q(x).numpy()
-    lsb = output_scale(q)
+        else:  # A4 deploys as A8 inside the learned range: compare with the deployed model (the spec's float graph)
+            ref = spec.graph(x).numpy()
+    lsb = spec.output_scale
     assert np.abs(y - ref).max() <= 3 * lsb + 1e-6
     assert (y.argmax(1) == ref.argmax(1)).mean() >= 0.9
 
 
 def _fq_vs_ort(q, path, shape, bits="w8a8") -> tuple[float, float]:
     """(max |ORT - fake-quant| in output LSBs, top-1 agreement) on 16 random images."""
-    card = ModelCard("m", shape, 10)
-    art = export_qdq(q, card, path, bits)
+    spec = deployment_spec(q, ModelCard("m", shape, 10))
+    assert spec.precision == bits
+    art = export_qdq(spec, path)
     x = torch.rand(16, *shape, generator=torch.Generator().manual_seed(1))
     y = runtimes.predict_batched(runtimes.load(art.path), x.numpy())
     with torch.no_grad():
         ref = q(x).numpy()
-    return float(np.abs(y - ref).max() / output_scale(q)), float((y.argmax(1) == ref.argmax(1)).mean())
+    return float(np.abs(y - ref).max() / spec.output_scale), float((y.argmax(1) == ref.argmax(1)).mean())
 
 
 def test_overflow_safe_grid_keeps_8bit_weights_within_63(tmp_path):
     factory, shape = MODELS["resnet20"]
     q = _quantized(factory(), shape, "w8a8")
-    art = export_qdq(q, ModelCard("r", shape, 10), tmp_path / "model.w8a8.onnx", "w8a8")
+    art = export_qdq(deployment_spec(q, ModelCard("r", shape, 10)), tmp_path / "model.w8a8.onnx")
     ints = [onnx.numpy_helper.to_array(i) for i in onnx.load(str(art.path)).graph.initializer
             if i.data_type == onnx.TensorProto.INT8 and len(i.dims) in (2, 4)]
     assert ints and max(int(np.abs(w).max()) for w in ints) == 63  # the grid is used to its edge, never beyond
@@ -116,7 +120,9 @@ def test_full_range_w8_is_exact_only_where_u8s8_cannot_saturate(tmp_path):
 def test_w4_weights_stay_on_the_4bit_grid(tmp_path):
     factory, shape = MODELS["resnet20"]
     q = _quantized(factory(), shape, "w4a4")
-    art = export_qdq(q, ModelCard("r", shape, 10), tmp_path / "model.w4a8.onnx", "w4a8")
+    spec = deployment_spec(q, ModelCard("r", shape, 10))
+    assert spec.precision == "w4a8"
+    art = export_qdq(spec, tmp_path / "model.w4a8.onnx")
     for init in onnx.load(str(art.path)).graph.initializer:
         if init.data_type == onnx.TensorProto.INT8 and len(init.dims) == 4:
             w = onnx.numpy_helper.to_array(init)
@@ -125,14 +131,14 @@ def test_w4_weights_stay_on_the_4bit_grid(tmp_path):
 
 def test_gate_fails_naming_the_float_op(tmp_path):
     q = _quantized(WithConv1d(), (1, 12, 12))
-    art = export_qdq(q, ModelCard("c1", (1, 12, 12), 10), tmp_path / "m.onnx", "w8a8")
+    art = export_qdq(deployment_spec(q, ModelCard("c1", (1, 12, 12), 10)), tmp_path / "m.onnx")
     with pytest.raises(ExportError, match=r"c1/Conv.*\(Conv\)"):
-        check_integer(art, None, ModelCard("c1", (1, 12, 12), 10), 1.0)
+        check_integer(art, _sample((1, 12, 12)), 1.0)
 
 
 def test_runtimes_import_neither_torch_nor_tensorflow(tmp_path):
     factory, shape = MODELS["resnet20"]
-    art = export_fp32(factory().eval(), ModelCard("r", shape, 10), tmp_path / "m.onnx")
+    art = export_fp32(factory().eval(), io_contract(ModelCard("r", shape, 10)), tmp_path / "m.onnx")
     run_without_torch(
         "import numpy as np, runtimes\n"
         f"p = runtimes.load({str(art.path)!r})\n"

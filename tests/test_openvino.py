@@ -6,22 +6,20 @@ fidelity, not accuracy): resnet20 (1×28×28) and mobilenetv2 (3×32×32, depth-
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from exporters.artifact import Artifact  # noqa: E402
 from exporters.onnx import export_fp32, export_qdq  # noqa: E402
 from exporters.openvino import check_integer_openvino, export_ir, openvino_coverage  # noqa: E402
 from pipeline.errors import ExportError  # noqa: E402
 from pipeline.models import ModelCard, create_model  # noqa: E402
 from pipeline.quant.calibrate import calibrate  # noqa: E402
+from pipeline.quant.deploy import deployment_spec, io_contract  # noqa: E402
 from pipeline.quant.prepare import quantize_model  # noqa: E402
 from pipeline.quant.scheme import BitScheme  # noqa: E402
-from pipeline.stages.export import output_scale  # noqa: E402
 
 import runtimes  # noqa: E402
 from tests.conftest import run_without_torch  # noqa: E402
@@ -54,7 +52,9 @@ class Case:
         self.qmodel = quantize_model(self.model, BitScheme(8, 8, overflow_safe=True))  # as an openvino run trains it (auto)
         calibrate(self.qmodel, [torch.rand(8, *spec["shape"]) for _ in range(2)])
         self.qmodel.eval()
-        self.lsb = output_scale(self.qmodel)
+        self.spec = deployment_spec(self.qmodel, self.card)
+        self.contract = io_contract(self.card)
+        self.lsb = self.spec.output_scale
         self.x = torch.rand(N_INPUTS, *spec["shape"], generator=torch.Generator().manual_seed(1))
         with torch.no_grad():
             self.fp_out = self.model(self.x).numpy()
@@ -62,10 +62,10 @@ class Case:
         self.folder = folder
         if folder is None:  # model and references only
             return
-        self.onnx_q = export_qdq(self.qmodel, self.card, folder / "model.w8a8.onnx", "w8a8")
-        self.onnx_fp = export_fp32(self.model, self.card, folder / "model.fp32.onnx")
-        self.ir_q = export_ir(self.onnx_q.path, folder / "model.w8a8.xml", "w8a8", self.card)
-        self.ir_fp = export_ir(self.onnx_fp.path, folder / "model.fp32.xml", "fp32", self.card)
+        self.onnx_q = export_qdq(self.spec, folder / "model.w8a8.onnx")
+        self.onnx_fp = export_fp32(self.model, self.contract, folder / "model.fp32.onnx")
+        self.ir_q = export_ir(self.onnx_q.path, folder / "model.w8a8.xml", "w8a8", self.contract)
+        self.ir_fp = export_ir(self.onnx_fp.path, folder / "model.fp32.xml", "fp32", self.contract)
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -92,7 +92,7 @@ def test_ir_files_written_atomically(case: Case) -> None:
     # int8 weights: the quantized IR's .bin is about a quarter of the FP32 one
     assert case.ir_q.notes["bin_bytes"] < 0.4 * case.ir_fp.notes["bin_bytes"]
     with pytest.raises(ExportError, match=r"\.xml"):
-        export_ir(case.onnx_q.path, case.folder / "model.bin", "w8a8", case.card)
+        export_ir(case.onnx_q.path, case.folder / "model.bin", "w8a8", case.contract)
 
 
 def test_int8_ir_matches_ort_and_fake_quant(case: Case) -> None:
@@ -123,7 +123,7 @@ def test_dynamic_batch(case: Case) -> None:
 
 def test_integer_coverage(case: Case) -> None:
     n_convs = sum(isinstance(m, torch.nn.Conv2d) for m in case.model.modules())
-    cov = check_integer_openvino(case.ir_q, case.x[:1], case.card, min_share=1.0)
+    cov = check_integer_openvino(case.ir_q, case.x[:1].numpy(), min_share=1.0)
     print(f"\n{case.name} OV runtime layers: {case.ir_q.notes['openvino_runtime_layers']}")
     assert cov.runtime == "openvino" and cov.share == 1.0 and cov.float_macs == 0 and not cov.float_nodes
     int_convs = cov.int_kernels.get("Convolution:u8", 0) + cov.int_kernels.get("Convolution:i8", 0)
@@ -134,7 +134,7 @@ def test_integer_coverage(case: Case) -> None:
     # the same reading without the gate, and the gate failing on the FP32 IR, naming its float convs
     assert openvino_coverage(case.ir_q.path, case.x[:1].numpy(), threads=1).int_macs == cov.int_macs
     with pytest.raises(ExportError, match=r"0\.0% of MACs.*Convolution:f32"):
-        check_integer_openvino(case.ir_fp, case.x[:1], case.card, min_share=1.0)
+        check_integer_openvino(case.ir_fp, case.x[:1].numpy(), min_share=1.0)
     assert case.ir_fp.coverage.float_kernels.get("Convolution:f32") == n_convs
     assert case.ir_fp.coverage.float_macs == cov.int_macs  # same layers, same MAC count
 
@@ -152,26 +152,37 @@ def test_fp32_ir_with_f32_hint_matches_torch(case: Case) -> None:
 
 
 def test_export_stage_openvino_only(tmp_path: Path) -> None:
-    """The pipeline's openvino exporter alone: writes its own ONNX intermediates, the IRs, the gate's notes, and export.json
-    outputs that cover the .bin files."""
-    from pipeline.config import TARGETS, build_config
+    """The pipeline's openvino format record alone: converts its own private ONNX intermediates (not kept), the IRs,
+    the gate's notes, and export.json outputs that cover the .bin files."""
+    from exporters import registry
+    from exporters.format import ExportInputs
+    from pipeline.config import build_config
     from pipeline.runner import RunContext, write_json
-    from pipeline.stages.export import EXPORTERS, INDEX, outputs
+    from pipeline.stages.export import load_artifacts, outputs
 
-    assert "openvino" in TARGETS and "openvino" in EXPORTERS
-    c = Case("resnet20", None)  # the stage writes every file itself, into run/
+    assert "openvino" in registry.names()
+    c = Case("resnet20", None)  # the format writes every file itself, into run/
     cfg = build_config(cli={"export.targets": ["openvino"], "out": str(tmp_path / "run")})
     ctx = RunContext(cfg, tmp_path / "run", log=lambda m: None)
-    arts = EXPORTERS["openvino"](ctx, c.model, c.qmodel, c.card, c.x[:1])
+    ctx.run_dir.mkdir(parents=True)
+    (name,) = registry.resolve(cfg.export.targets)
+    fmt = registry.get(name)
+    options = fmt.options(cfg.section("export"))
+    inputs = ExportInputs(c.model, c.contract, c.spec, c.x[:1].numpy(), cfg.export.min_integer_coverage)
+    arts = [fmt.write_float(inputs, ctx.layout.artifact("fp32", fmt.info), options),
+            fmt.write_integer(inputs, ctx.layout.artifact(fmt.precision(c.spec, options), fmt.info), options)]
     assert [a.path.name for a in arts] == ["model.fp32.xml", "model.w8a8.xml"]
-    assert (ctx.run_dir / "model.fp32.onnx").exists() and (ctx.run_dir / "model.w8a8.onnx").exists()
+    # the ONNX intermediates are the format's own, converted in a temporary folder and not left in the run
+    assert not (ctx.run_dir / "model.fp32.onnx").exists() and not (ctx.run_dir / "model.w8a8.onnx").exists()
+    assert all("private intermediate" in a.notes["source_onnx"] for a in arts)
+    assert not [p for p in ctx.run_dir.iterdir() if p.is_dir()], "temporary folder left behind"
     q = arts[1]
     assert q.coverage.share == 1.0 and q.notes["precision_hint"] == "f32" and arts[0].notes["precision_hint"] == "f32"
     assert q.notes["output_scale"] == pytest.approx(c.lsb)
-    write_json(ctx.path(INDEX), {"artifacts": [a.to_dict(ctx.run_dir) for a in arts]})
+    write_json(ctx.layout.export_index, {"artifacts": [a.to_dict(ctx.run_dir) for a in arts]})
     names = {p.name for p in outputs(ctx)}
     assert {"export.json", "model.fp32.xml", "model.fp32.bin", "model.w8a8.xml", "model.w8a8.bin"} <= names
-    back = [Artifact.from_dict(d, ctx.run_dir) for d in json.loads((ctx.run_dir / INDEX).read_text())["artifacts"]]
+    back = load_artifacts(ctx)
     assert back[1].coverage.share == 1.0 and back[1].target == "openvino"
 
 

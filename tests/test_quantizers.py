@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pipeline.quant.deploy import act_grid
 from pipeline.quant.quantizers import ActQuantizer, WeightQuantizer, fake_quant
 from pipeline.quant.scheme import BitScheme
 from pipeline.errors import ConfigError
@@ -53,11 +54,12 @@ def test_act_quantizer_qparams_and_a8_deployment_of_a4():
     s, zp = q.qparams()
     assert s.item() == pytest.approx(0.2) and zp.item() == 5.0  # 15 levels over 3.0, zero at level 5
     # deployed at 8 bits inside the same clipping range [-1.0, 2.0]
-    q.export_bits = 8
-    s8, zp8, bits = q.export_qparams()
+    grid = act_grid(q)  # the deployed grid (A<8 → A8)
+    s8, zp8 = q.qparams(8)
+    assert grid.scale == pytest.approx(float(s8)) and grid.zero_point == int(zp8) and grid.trained_bits == 4
+    s8, zp8, bits = grid.scale, grid.zero_point, grid.bits
     assert bits == 8 and s8 == pytest.approx(3.0 / 255) and zp8 == 85
     x = torch.tensor([-5.0, -1.0, 0.0, 0.31, 2.0, 7.0])
-    q.export_bits = None
     assert q(x).tolist() == pytest.approx([-1.0, -1.0, 0.0, 0.4, 2.0, 2.0])
 
 

@@ -9,7 +9,6 @@ module (fixtures) and shared by the tests that read it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +18,14 @@ from torch import nn
 
 import runtimes  # noqa: E402
 from exporters.artifact import Artifact  # noqa: E402
-from exporters.onnx.export import export_mode  # noqa: E402
 from exporters.tflite import PTQ_CALIBRATED, QAT_SCALES, TfliteOptions, check_integer_tflite, export_fp32, export_int8, export_ptq  # noqa: E402
 from runtimes.litert_coverage import MAC_OPS, read_graph  # noqa: E402
 from pipeline.errors import ExportError  # noqa: E402
 from pipeline.models import ModelCard, create_model  # noqa: E402
 from pipeline.quant.calibrate import calibrate  # noqa: E402
+from pipeline.quant.deploy import deployment_spec, io_contract  # noqa: E402
 from pipeline.quant.prepare import quant_layers, quantize_model  # noqa: E402
 from pipeline.quant.scheme import BitScheme  # noqa: E402
-from pipeline.stages.export import output_scale  # noqa: E402
 from tests.conftest import run_without_torch  # noqa: E402
 from tests.models import ConcatHardswishNet, WithConv1d  # noqa: E402
 
@@ -65,12 +63,15 @@ class Case:
         self.qmodel = quantize_model(self.model, BitScheme.parse(bits, overflow_safe=overflow_safe))
         calibrate(self.qmodel, [torch.rand(32, *shape, generator=torch.Generator().manual_seed(0))])
         self.qmodel.eval()
-        self.lsb = output_scale(self.qmodel)
+        self.spec = deployment_spec(self.qmodel, self.card)
+        self.contract = self.spec.contract
+        self.lsb = self.spec.output_scale
         self.x = pixel_images(N_INPUTS, shape)
-        with torch.no_grad(), export_mode(self.qmodel, "onnx"):  # A<8 deploys as A8 inside the learned range (same grid as q/dq)
-            self.fq = self.qmodel(torch.from_numpy(self.x)).numpy()
+        with torch.no_grad():  # A<8 deploys as A8 inside the learned range (same grid as q/dq): the spec's float graph
+            self.fq = self.spec.graph(torch.from_numpy(self.x)).numpy()
         self.folder = folder
-        self.art = export_int8(self.qmodel, self.card, folder / f"model.{bits}.tflite", bits, TfliteOptions(io=io))
+        self.art = export_int8(self.spec, folder / f"model.{bits}.tflite", TfliteOptions(io=io))
+        check_integer_tflite(self.art, 1.0)  # the integer gate export_int8 ran itself before the format record took it over
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +165,7 @@ def resnet_fp32(tmp_path_factory) -> tuple[Artifact, nn.Module]:
     factory, shape = MODELS["resnet20"]
     torch.manual_seed(0)
     model = factory().eval()
-    return export_fp32(model, ModelCard("resnet20", shape, 10), tmp_path_factory.mktemp("tfl_fp32") / "model.fp32.tflite"), model
+    return export_fp32(model, io_contract(ModelCard("resnet20", shape, 10)), tmp_path_factory.mktemp("tfl_fp32") / "model.fp32.tflite"), model
 
 
 def test_fp32_twin_matches_torch_and_fails_the_gate(resnet_fp32) -> None:
@@ -197,7 +198,8 @@ def test_ptq_calibrated_fallback(tmp_path) -> None:
     torch.manual_seed(0)
     teacher = factory().eval()
     calib = pixel_images(32, shape, seed=7)
-    art = export_ptq(teacher, ModelCard("dw", shape, 10), tmp_path / "model.w8a8.tflite", calib)
+    art = export_ptq(teacher, io_contract(ModelCard("dw", shape, 10)), tmp_path / "model.w8a8.tflite", calib)
+    check_integer_tflite(art, 1.0)  # the integer gate export_ptq ran itself before the format record took it over
     assert art.notes["mode"] == PTQ_CALIBRATED and art.notes["calibration_images"] == 32
     assert art.coverage.share == 1.0 and not art.coverage.float_kernels and art.inputs[0]["dtype"] == "int8"
     x = pixel_images(64, shape)
@@ -210,27 +212,45 @@ def test_ptq_calibrated_fallback(tmp_path) -> None:
 
 
 def test_gate_fails_naming_the_float_op_and_leaves_nothing(tmp_path) -> None:
-    q = quantize_model(WithConv1d().eval(), BitScheme(8, 8))
+    from exporters import registry
+    from exporters.format import ExportInputs
+
+    model = WithConv1d().eval()
+    q = quantize_model(model, BitScheme(8, 8))
     calibrate(q, [torch.rand(8, 1, 12, 12)])
     card = ModelCard("c1", (1, 12, 12), 10)
+    spec = deployment_spec(q.eval(), card)
+    sample = np.random.default_rng(0).random((1, 1, 12, 12), dtype=np.float32)
+    fmt = registry.get("tflite")
     with pytest.raises(ExportError, match=r"m\.tflite: only \d+\.\d% of MACs run in integer on litert.*float ops: CONV_2D#\d+"):
-        export_int8(q.eval(), card, tmp_path / "m.tflite", "w8a8")
+        fmt.write_integer(ExportInputs(model, spec.contract, spec, sample, 1.0), tmp_path / "m.tflite", fmt.options({}))
     assert list(tmp_path.iterdir()) == []  # no artifact, no temporary folder
-    art = export_int8(q.eval(), card, tmp_path / "m.tflite", "w8a8", TfliteOptions(min_integer_coverage=0.3))  # the gate lowered
+    lowered = ExportInputs(model, spec.contract, spec, sample, 0.3)  # the gate lowered
+    art = fmt.write_integer(lowered, tmp_path / "m.tflite", fmt.options({}))
     assert 0.3 < art.coverage.share < 1.0 and art.coverage.float_kernels == {"CONV_2D": 1, "MEAN": 1}
 
 
 def test_bad_input_is_one_line_export_error(tmp_path) -> None:
     factory, shape = MODELS["dw_concat_relu6"]
+    from exporters import registry
+    from exporters.format import ExportInputs
+
+    card = ModelCard("d", shape, 10)
     q = quantize_model(factory().eval(), BitScheme(8, 8))  # not calibrated
     with pytest.raises(ExportError, match="not calibrated"):
-        export_int8(q, ModelCard("d", shape, 10), tmp_path / "m.tflite", "w8a8")
+        export_int8(deployment_spec(q, card), tmp_path / "m.tflite")
     with pytest.raises(ExportError, match="int8 or float|must be one of"):
         TfliteOptions(io="uint8")
+    model = factory().eval()
+    calibrated = quantize_model(model, BitScheme(8, 8))
+    calibrate(calibrated, [torch.rand(8, *shape)])
+    spec = deployment_spec(calibrated.eval(), card)
+    fmt = registry.get("tflite")  # the path suffix is the format record's to check
+    inputs = ExportInputs(model, spec.contract, spec, np.random.default_rng(0).random((1, *shape), dtype=np.float32), 1.0)
     with pytest.raises(ExportError, match=r"\.tflite"):
-        export_int8(q, ModelCard("d", shape, 10), tmp_path / "m.onnx", "w8a8")
+        fmt.write_integer(inputs, tmp_path / "m.onnx", fmt.options({}))
     with pytest.raises(ExportError, match="quantize_model"):
-        export_int8(factory().eval(), ModelCard("d", shape, 10), tmp_path / "m.tflite", "w8a8")
+        export_int8(deployment_spec(factory().eval(), card), tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -241,8 +261,8 @@ def test_three_runtimes_agree(tmp_path) -> None:
     from exporters.openvino import export_ir
 
     c = Case("resnet20", "w8a8", tmp_path, overflow_safe=True)
-    onnx_art = export_qdq(c.qmodel, c.card, tmp_path / "model.w8a8.onnx", "w8a8")
-    ir_art = export_ir(onnx_art.path, tmp_path / "model.w8a8.xml", "w8a8", c.card)
+    onnx_art = export_qdq(c.spec, tmp_path / "model.w8a8.onnx")
+    ir_art = export_ir(onnx_art.path, tmp_path / "model.w8a8.xml", "w8a8", c.contract)
     outs = {a.target: runtimes.predict_batched(runtimes.load(a.path, threads=1), c.x) for a in (onnx_art, ir_art, c.art)}
     outs["fake-quant"] = c.fq
     names = list(outs)
@@ -254,12 +274,14 @@ def test_three_runtimes_agree(tmp_path) -> None:
 
 
 def test_export_stage_tflite(tmp_path) -> None:
-    """The pipeline's tflite exporter row: FP32 twin + integer artifact named by the deployed precision, notes for the check stage."""
-    from pipeline.config import TARGETS, build_config
+    """The pipeline's tflite format record: FP32 twin + integer artifact named by the deployed precision, notes for the check stage."""
+    from exporters import registry
+    from exporters.format import ExportInputs
+    from pipeline.config import build_config
     from pipeline.runner import RunContext, write_json
-    from pipeline.stages.export import EXPORTERS, INDEX, outputs
+    from pipeline.stages.export import load_artifacts, outputs
 
-    assert "tflite" in TARGETS and "tflite" in EXPORTERS
+    assert "tflite" in registry.names()
     factory, shape = MODELS["dw_concat_relu6"]
     torch.manual_seed(0)
     model = factory().eval()
@@ -267,12 +289,19 @@ def test_export_stage_tflite(tmp_path) -> None:
     calibrate(q, [torch.rand(16, *shape)])
     cfg = build_config(cli={"export.targets": ["tflite"], "out": str(tmp_path / "run")})
     ctx = RunContext(cfg, tmp_path / "run", log=lambda m: None)
-    arts = EXPORTERS["tflite"](ctx, model, q.eval(), ModelCard("d", shape, 10), torch.rand(1, *shape))
+    ctx.run_dir.mkdir(parents=True)
+    spec = deployment_spec(q.eval(), ModelCard("d", shape, 10))
+    inputs = ExportInputs(model, spec.contract, spec, torch.rand(1, *shape).numpy(), cfg.export.min_integer_coverage)
+    (name,) = registry.resolve(cfg.export.targets)
+    fmt = registry.get(name)
+    options = fmt.options(cfg.section("export"))
+    arts = [fmt.write_float(inputs, ctx.layout.artifact("fp32", fmt.info), options),
+            fmt.write_integer(inputs, ctx.layout.artifact(fmt.precision(spec, options), fmt.info), options)]
     assert [a.path.name for a in arts] == ["model.fp32.tflite", "model.w8a8.tflite"]
-    assert arts[1].notes["output_scale"] == pytest.approx(output_scale(q)) and arts[1].coverage.share == 1.0
-    write_json(ctx.path(INDEX), {"artifacts": [a.to_dict(ctx.run_dir) for a in arts]})
+    assert arts[1].notes["output_scale"] == pytest.approx(spec.output_scale) and arts[1].coverage.share == 1.0
+    write_json(ctx.layout.export_index, {"artifacts": [a.to_dict(ctx.run_dir) for a in arts]})
     assert {"export.json", "model.fp32.tflite", "model.w8a8.tflite"} <= {p.name for p in outputs(ctx)}
-    back = [Artifact.from_dict(d, ctx.run_dir) for d in json.loads((ctx.run_dir / INDEX).read_text())["artifacts"]]
+    back = load_artifacts(ctx)
     assert back[1].coverage.share == 1.0 and back[1].target == "tflite" and back[1].inputs[0]["layout"] == "NHWC"
     bench_feeds = runtimes.prepare_feeds(runtimes.load(back[1].path), np.random.rand(1, *shape).astype(np.float32))
     assert bench_feeds["input"].dtype == np.int8 and bench_feeds["input"].shape == (1, shape[1], shape[2], shape[0])
