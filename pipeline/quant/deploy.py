@@ -9,14 +9,12 @@ Exporters never see :class:`~pipeline.quant.quantizers.ActQuantizer` or
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from torch import fx, nn
 
 from exporters.errors import ExportError
-from exporters.spec import ActGrid, ActPoint, DeploymentSpec, IntConv2d, IntLinear, IOContract, WeightGrid
+from exporters.spec import ActGrid, ActPoint, DeploymentSpec, IntConv2d, IntLinear, IOContract, WeightGrid, lower
 from pipeline.models.card import ModelCard
 from pipeline.quant.modules import QConv2d, QLinear
 from pipeline.quant.quantizers import ActQuantizer
@@ -69,16 +67,7 @@ def deployment_spec(student: nn.Module, card: ModelCard, scheme: BitScheme | Non
     if scheme is None:
         meta = student.zsq_meta
         scheme = BitScheme.parse(meta["bits"], meta.get("first_last_bits"), bool(meta.get("overflow_safe")))
-    gm = copy.deepcopy(student).eval()
-    swapped = 0
-    for name, mod in list(gm.named_modules()):
-        new = _neutral(mod)
-        if new is None:
-            continue
-        parent, _, attr = name.rpartition(".")
-        setattr(gm.get_submodule(parent) if parent else gm, attr, new)
-        swapped += 1
-    if not swapped:
+    gm = lower(student, _neutral)  # a copy: the student is untouched
+    if not any(isinstance(m, (ActPoint, IntConv2d, IntLinear)) for m in gm.modules()):
         raise ExportError("the model has no quantizers: nothing to export as an integer model")
-    gm.recompile()
     return DeploymentSpec(gm, io_contract(card), scheme.deployed_name, scheme.name, scheme.weight_grid, scheme.overflow_safe)
