@@ -45,6 +45,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="tflite: calibrate the teacher on the held-out synthetic set (PT2E PTQ) instead of keeping the QAT scales")
     g.add_argument("--eval-data", help="real labelled data for accuracy: ImageFolder dir or .npz (images, labels)")
     g.add_argument("--seed", type=int, help="seed for synthesis and QAT")
+    g.add_argument("--accelerator", choices=["auto", "cpu", "cuda"],
+                   help="where synthesis and QAT run (default auto: CUDA when this torch build sees a GPU)")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast for synthesis and QAT (default auto: bf16 on a GPU that has it, else fp16; fp32 on the CPU); "
+                        "fake-quant rounding, scales and losses stay fp32")
     g.add_argument("--out", help="run folder (default runs/default)")
     g.add_argument("--from", dest="redo_from", metavar="STAGE", help="redo this stage and every later one")
     g.add_argument("--no-bench", action="store_true", help="skip latency measurement in the check stage")
@@ -60,6 +65,7 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
         "model.name": args.model, "model.weights": args.weights, "model.input_shape": args.input_shape,
         "model.num_classes": args.num_classes, "qat.bits": args.bits, "qat.profile": args.profile, "qat.overflow_fix": args.overflow_fix, "synthesis.method": args.method,
         "export.targets": targets, "check.eval_data": args.eval_data, "out": args.out, "synthesis.calib_data": args.calib_data,
+        "host.accelerator": args.accelerator, "host.precision": args.precision,
     }
     if args.seed is not None:
         cli.update({"synthesis.seed": args.seed, "qat.seed": args.seed, "synthesis.holdout_seed": args.seed + 1000})
@@ -72,12 +78,28 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace, until: str | None) -> int:
     from pipeline.config import build_config
-    from pipeline.runner import RunContext, Runner
-    from pipeline.stages import STAGES
+    from pipeline.runner import RunContext
+    from pipeline.train import distributed
+    from pipeline.train.placement import Placement
 
     cfg = build_config(args.budget, args.config, _cli_overrides(args), args.set)
     run_dir = Path(cfg.out)
-    ctx = RunContext(cfg, run_dir, log=lambda m: print(m, file=sys.stderr, flush=True))
+    rank, world, local = distributed.env_ranks()  # under torchrun: this process's place among the ranks
+    placement = Placement.resolve(cfg.host.accelerator, cfg.host.precision, rank, world, local)
+    distributed.init(placement.device)
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if placement.is_main else (lambda m: None)
+    ctx = RunContext(cfg, run_dir, log=log, placement=placement)
+    try:
+        return _run_stages(args, until, ctx)
+    finally:
+        distributed.shutdown()
+
+
+def _run_stages(args: argparse.Namespace, until: str | None, ctx) -> int:
+    from pipeline.runner import Runner
+    from pipeline.stages import STAGES
+
+    run_dir = ctx.run_dir
     device = getattr(args, "device", None)
     if device and until in (None, "report"):
         from devices import inventory
@@ -86,10 +108,13 @@ def _run(args: argparse.Namespace, until: str | None) -> int:
         Runner(STAGES, ctx).run(until="check", redo_from=args.redo_from)
         import shlex
 
-        _bench_run(run_dir, spec, shlex.split(args.bench_args), ctx.log)
+        if ctx.placement.is_main:
+            _bench_run(run_dir, spec, shlex.split(args.bench_args), ctx.log)
         Runner(STAGES, ctx).run(until="report")
     else:
         Runner(STAGES, ctx).run(until=until, redo_from=args.redo_from)
+    if not ctx.placement.is_main:
+        return 0
     if until in (None, "report"):
         from pipeline.stages.report import build_report, summary
 

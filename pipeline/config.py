@@ -28,7 +28,7 @@ from pipeline.errors import ConfigError
 from pipeline.quant import overflow
 from pipeline.quant.overflow import OverflowMode
 from pipeline.quant.scheme import BitScheme
-from pipeline.quant.settings import ActInit, ActRange, Profile, QATSettings
+from pipeline.quant.settings import Accelerator, ActInit, ActRange, Precision, Profile, QATSettings
 from runtimes.benchmark import HOST_CHECK, BenchSettings
 
 CONFIG_VERSION = 1
@@ -131,6 +131,19 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class HostConfig:
+    """Where synthesis and QAT compute (pipeline/train/placement.py): auto = CUDA when this torch sees a GPU.
+
+    ``precision`` auto is bf16 autocast on a CUDA device with bf16 (fp16 + GradScaler without), fp32 on the CPU;
+    fake-quant rounding, scales, BN statistics and KD stay in fp32 either way. Under ``torchrun`` the ranks
+    split the work (README: GPU host).
+    """
+
+    accelerator: Accelerator = "auto"
+    precision: Precision = "auto"
+
+
+@dataclass(frozen=True)
 class CheckConfig:
     eval_data: str | None = None  # ImageFolder directory or .npz with images+labels
     eval_limit: int | None = None
@@ -165,6 +178,7 @@ class RunConfig:
     qat: QATConfig = field(default_factory=QATConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     check: CheckConfig = field(default_factory=CheckConfig)
+    host: HostConfig = field(default_factory=HostConfig)
     out: str = "runs/default"
 
     @functools.cached_property

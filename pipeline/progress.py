@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 def progress(it: Iterable[T] | None = None, desc: str = "", total: int | None = None) -> tqdm:
-    disable = os.environ.get("ZSQ_QUIET") == "1"
+    disable = os.environ.get("ZSQ_QUIET") == "1" or os.environ.get("RANK", "0") != "0"  # one bar per run: rank 0
     # Not a terminal (CI logs): refresh rarely instead of hundreds of carriage returns.
     mininterval = 0.1 if sys.stderr.isatty() else 15.0
     return tqdm(it, desc=desc, total=total, disable=disable, mininterval=mininterval, leave=False, dynamic_ncols=True, file=sys.stderr)

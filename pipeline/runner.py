@@ -17,11 +17,13 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.config import RunConfig
 from pipeline.errors import ConfigError
+from pipeline.train import distributed
+from pipeline.train.placement import Placement
 
 
 
@@ -62,6 +64,7 @@ class RunContext:
     run_dir: Path
     log: Callable[[str], None]
     _cache: dict | None = None
+    placement: Placement = field(default_factory=Placement)  # where synthesis and QAT compute; this process's rank
 
     def __post_init__(self) -> None:
         self._cache = {}
@@ -72,9 +75,19 @@ class RunContext:
         return self._cache[key]
 
     def teacher(self):
+        """(FP model on the CPU, its card): what export and check use."""
         from pipeline.models.loading import load_model
 
         return self.memo("teacher", lambda: load_model(self.cfg.model))
+
+    def teacher_on_device(self):
+        """(FP model on the placement's device, its card): what synthesis and QAT use (the CPU one on a CPU run)."""
+        model, card = self.teacher()
+        if self.placement.device.type == "cpu":
+            return model, card
+        import copy
+
+        return self.memo(f"teacher:{self.placement.device}", lambda: (copy.deepcopy(model).to(self.placement.device), card))
 
     @property
     def layout(self) -> "RunLayout":
@@ -98,14 +111,22 @@ class Stage:
     run: Callable[[RunContext], None]
     always: bool = False  # cheap stages (report) run every time
     extra: Callable[[RunContext], dict] | None = None  # derived values the key needs beyond whole sections
+    ranks: bool = False  # every rank runs it (synth, qat); otherwise rank 0 alone while the others wait
 
 
 class Runner:
+    """Runs the stages in order, skipping those whose key and outputs are unchanged (the manifest records both).
+
+    With several ranks (torchrun), rank 0 alone reads and writes the run folder: it decides which stages run
+    and tells the others; a stage with ``ranks`` runs on all of them, any other on rank 0 while the rest wait.
+    """
+
     def __init__(self, stages: list[Stage], ctx: RunContext) -> None:
         self.stages, self.ctx = stages, ctx
         self.names = [s.name for s in stages]
         self.manifest_path = ctx.layout.manifest
-        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {"stages": {}}
+        self.main = ctx.placement.is_main
+        self.manifest = json.loads(self.manifest_path.read_text()) if self.main and self.manifest_path.exists() else {"stages": {}}
 
     def key(self, stage: Stage) -> str:
         payload = {
@@ -134,19 +155,28 @@ class Runner:
         last = self.names.index(until) if until else len(self.stages) - 1
         redo = self.names.index(redo_from) if redo_from else len(self.stages)
         self.ctx.teacher()  # fail fast on a bad model or weights, before anything is written
-        self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.ctx.layout.config, self.ctx.cfg.to_dict())
+        if self.main:
+            self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.ctx.layout.config, self.ctx.cfg.to_dict())
+        devices = distributed.gather(self.ctx.placement.describe()["devices"][0])  # every rank's device, for provenance
         for i, stage in enumerate(self.stages[: last + 1]):
-            key = self.key(stage)
-            if i < redo and self.fresh(stage, key):
+            key = self.key(stage) if self.main else None
+            skip = distributed.broadcast(i < redo and self.fresh(stage, key) if self.main else None)
+            if skip:
                 self.ctx.log(f"[{stage.name}] up to date, skipped")
                 continue
             self.ctx.log(f"[{stage.name}] running")
             t0 = time.time()
-            stage.run(self.ctx)
+            if stage.ranks or self.main:
+                stage.run(self.ctx)
+            distributed.barrier()  # the stage's files are written (rank 0) before any rank reads them
+            if not self.main:
+                continue
             outputs = {str(p.relative_to(self.ctx.run_dir)): sha256_file(p) for p in stage.outputs(self.ctx)}
+            where = {**self.ctx.placement.describe(), "devices": devices} if stage.ranks else {
+                **Placement().describe(), "note": "rank 0, on the CPU"}
             self.manifest["stages"][stage.name] = {"key": key, "outputs": outputs, "seconds": round(time.time() - t0, 2),
-                                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "ran_on": where}
             self.manifest["versions"] = versions()
             self.manifest["seeds"] = {"synthesis": self.ctx.cfg.synthesis.seed, "holdout": self.ctx.cfg.synthesis.holdout_seed,
                                       "qat": self.ctx.cfg.qat.seed}

@@ -10,13 +10,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pipeline.train.placement import fp32_op
 
+
+@fp32_op
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """T² · KL(softmax(t/T) ‖ softmax(s/T)), averaged over the batch (not over classes)."""
     t = temperature
     return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1), reduction="batchmean", log_target=True) * t * t
 
 
+@fp32_op
 def dkd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
         alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> torch.Tensor:
     """Decoupled KD (Zhao et al., CVPR'22): α·TCKD + β·NCKD, each T²·KL, batchmean.
@@ -43,9 +47,10 @@ def channel_attention(f: torch.Tensor) -> torch.Tensor:
     return F.normalize(f.pow(2).mean((2, 3)), dim=1)
 
 
+@fp32_op
 def feature_alignment(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor]) -> torch.Tensor:
     """HAST FA = Σ_l mean((a_q − a_fp)²) over the tapped block outputs."""
-    total = torch.zeros(())
+    total = torch.zeros((), device=student_feats[0].device)
     for fs, ft in zip(student_feats, teacher_feats, strict=True):
         total = total + (channel_attention(fs) - channel_attention(ft)).pow(2).mean()
     return total
@@ -68,9 +73,10 @@ def channel_relation(x: torch.Tensor, gamma: float = 0.1) -> torch.Tensor:
     return (gamma * torch.bmm(attn, v)).reshape(b, c, h, w) + x
 
 
+@fp32_op
 def scrm(student_feats: list[torch.Tensor], teacher_feats: list[torch.Tensor], gamma: float = 0.1) -> torch.Tensor:
     """ZAQ's two-level discrepancy: per level, channel-L2-normalise, then L1 of spatial + channel relation maps."""
-    total = torch.zeros(())
+    total = torch.zeros((), device=student_feats[0].device)
     for fs, ft in zip(student_feats, teacher_feats, strict=True):
         fs, ft = F.normalize(fs, dim=1), F.normalize(ft, dim=1)
         total = total + F.l1_loss(spatial_relation(fs, gamma), spatial_relation(ft, gamma))

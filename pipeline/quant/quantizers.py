@@ -22,6 +22,27 @@ import torch
 from torch import nn
 
 
+class _InitFlag:
+    """``initialized`` is a buffer (it travels in the state dict), mirrored in Python so a forward pass on a GPU does
+    not read it back from the device every step (a host sync per quantizer per step)."""
+
+    _init_known: bool | None = None
+
+    @property
+    def is_initialized(self) -> bool:
+        if self._init_known is None:
+            self._init_known = bool(self.initialized)
+        return self._init_known
+
+    def mark_initialized(self) -> None:
+        self.initialized.fill_(True)
+        self._init_known = True
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # a loaded state may differ: read the buffer again
+        super()._load_from_state_dict(*args, **kwargs)
+        self._init_known = None
+
+
 def round_ste(x: torch.Tensor) -> torch.Tensor:
     """round() in the forward pass, identity in the backward pass."""
     return (x.round() - x).detach() + x
@@ -41,7 +62,7 @@ def fake_quant(x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, qmin: int
     return (q - zp) * scale
 
 
-class WeightQuantizer(nn.Module):
+class WeightQuantizer(_InitFlag, nn.Module):
     """Per-output-channel weight quantizer.
 
     ``qmax`` narrows the symmetric grid below its ``bits`` (±(2^(b-1)-1)): 8-bit weights trained on
@@ -85,18 +106,24 @@ class WeightQuantizer(nn.Module):
         elif method != "minmax":
             raise ValueError(f"unknown weight init {method!r}")
         self.scale.copy_(amax / self.qmax)
-        self.initialized.fill_(True)
+        self.mark_initialized()
 
     def channel_scale(self, w: torch.Tensor) -> torch.Tensor:
         if not self.symmetric:
             raise RuntimeError("asymmetric weights have no symmetric scale")
-        if not bool(self.initialized):
+        if not self.is_initialized:
             self.init_scale(w)
         return self.scale.abs().clamp_min(1e-8)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return w
+        if torch.is_autocast_enabled(w.device.type):  # rounding, clamping and the scale stay in fp32 under autocast
+            with torch.autocast(device_type=w.device.type, enabled=False):
+                return self._quantize(w.float())
+        return self._quantize(w)
+
+    def _quantize(self, w: torch.Tensor) -> torch.Tensor:
         shape = (-1,) + (1,) * (w.dim() - 1)
         if not self.symmetric:  # GDFQ/ZeroQ: asymmetric per-channel min/max, recomputed every call
             flat = w.reshape(w.shape[0], -1)
@@ -113,7 +140,7 @@ class WeightQuantizer(nn.Module):
         return f"bits={self.bits}{narrowed}, symmetric={self.symmetric}, learn_scale={self.learn_scale}"
 
 
-class ActQuantizer(nn.Module):
+class ActQuantizer(_InitFlag, nn.Module):
     """Per-tensor asymmetric activation quantizer on the unsigned grid [0, 2^bits - 1]."""
 
     def __init__(self, bits: int, mode: str = "learned", ema_decay: float = 0.9, mask_grad: bool = True) -> None:
@@ -168,7 +195,7 @@ class ActQuantizer(nn.Module):
             raise ValueError(f"unknown activation init {method!r}")
         self.lo.fill_(min(lo, 0.0))
         self.hi.fill_(max(hi, 1e-4))
-        self.initialized.fill_(True)
+        self.mark_initialized()
 
     def _mse_range(self, x: torch.Tensor, lo: float, hi: float) -> tuple[float, float]:
         best, best_err = (lo, hi), float("inf")
@@ -185,16 +212,25 @@ class ActQuantizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing:
             flat = x.detach().flatten()
-            self._samples.append(flat[torch.randint(0, flat.numel(), (min(flat.numel(), 20000),))] if flat.numel() > 20000 else flat)
+            pick = torch.randint(0, flat.numel(), (min(flat.numel(), 20000),), device=flat.device)
+            self._samples.append(flat[pick] if flat.numel() > 20000 else flat)
             return x
         if not self.enabled:
             return x
+        if torch.is_autocast_enabled(x.device.type):  # the grid, the range and their gradients stay in fp32 under autocast
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                return self._quantize(x.float())
+        return self._quantize(x)
+
+    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "ema" and self.training and not self.ema_frozen:
             self._ema_update(x)
         s, zp = self.qparams()
-        if self.mask_grad:  # fused kernel, same values and STE/LSQ gradients as fake_quant(), ~1.5x faster
+        if self.mask_grad and x.device.type == "cpu":
+            # ATen's fused kernel: same values and STE/LSQ gradients as fake_quant(), ~1.5x faster on the CPU; on a GPU
+            # it reads its scale back to the host (.item()) on every call, so there fake_quant() runs instead.
             return torch._fake_quantize_learnable_per_tensor_affine(x, s.reshape(1), zp.reshape(1), 0, self.levels, 1.0)
-        return fake_quant(x, s, zp, 0, self.levels, mask_grad=False)
+        return fake_quant(x, s, zp, 0, self.levels, mask_grad=self.mask_grad)
 
     @torch.no_grad()
     def _ema_update(self, x: torch.Tensor) -> None:
@@ -203,17 +239,16 @@ class ActQuantizer(nn.Module):
         GDFQ's code also divides by (1 - β^t) every step, which compounds rather
         than corrects; we start the EMA at the first batch's min/max instead.
         """
-        t = int(self.ema_steps) + 1
         b = self.ema_decay
-        mn, mx = float(x.min()), float(x.max())
-        if t == 1 and not bool(self.initialized):
-            self.lo.fill_(mn)
-            self.hi.fill_(mx)
-        else:
-            self.lo.fill_(float(self.lo) * b + mn * (1 - b))
-            self.hi.fill_(float(self.hi) * b + mx * (1 - b))
+        mn, mx = x.min().double(), x.max().double()  # on the device: no host read per step
+        if not self.is_initialized:  # the first batch starts the EMA
+            self.lo.copy_(mn)
+            self.hi.copy_(mx)
+        else:  # in float64, then stored as float32: what Python-float arithmetic on the values did before
+            self.lo.copy_(self.lo.double() * b + mn * (1 - b))
+            self.hi.copy_(self.hi.double() * b + mx * (1 - b))
         self.ema_steps += 1
-        self.initialized.fill_(True)
+        self.mark_initialized()
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, mode={self.mode}, range=[{float(self.lo):.4g}, {float(self.hi):.4g}]"

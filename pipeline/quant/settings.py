@@ -14,6 +14,9 @@ from typing import Literal
 Profile = Literal["deploy", "paper"]  # model surgery (pipeline/quant/prepare.py)
 ActRange = Literal["learned", "ema"]  # activation ranges: trained (LSQ+) or EMA of min/max (paper profile)
 ActInit = Literal["mse", "minmax", "percentile"]  # how calibration picks each activation range
+# Where synthesis and QAT compute (pipeline/train/placement.py resolves "auto" on the machine at hand).
+Accelerator = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from pipeline.runner import Stage
 from pipeline.stages import check, export, qat, report, synth
 
 STAGES = [
-    Stage("synth", ("model", "synthesis"), synth.weights_inputs, synth.outputs, synth.run),
-    Stage("qat", ("qat",), qat.inputs, qat.outputs, qat.run, extra=qat.key_extra),
+    Stage("synth", ("model", "synthesis"), synth.weights_inputs, synth.outputs, synth.run, extra=synth.key_extra, ranks=True),
+    Stage("qat", ("qat",), qat.inputs, qat.outputs, qat.run, extra=qat.key_extra, ranks=True),
     Stage("export", ("export", "qat"), export.inputs, export.outputs, export.run),
     Stage("check", ("check", "qat"), check.inputs, check.outputs, check.run),
     Stage("report", (), lambda ctx: [], report.outputs, report.run, always=True),

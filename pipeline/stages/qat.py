@@ -7,6 +7,7 @@ stage records the method's options, so changing one re-keys this stage too.
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from pipeline.quant.qat import predict
 from pipeline.quant.scheme import BitScheme
 from pipeline.runner import RunContext, write_json
 from pipeline.synthesis import QATJob, SyntheticSet, create_method
+from pipeline.train.distributed import broadcast
 
 
 def scheme(ctx: RunContext) -> BitScheme:
@@ -25,8 +27,11 @@ def scheme(ctx: RunContext) -> BitScheme:
 
 
 def key_extra(ctx: RunContext) -> dict:
-    """What the stage key needs beyond the ``qat`` section: ``auto`` resolves differently for other targets."""
-    return {"overflow_safe": scheme(ctx).overflow_safe}
+    """What the stage key needs beyond the ``qat`` section: ``auto`` resolves differently for other targets, and the
+    device, precision and number of ranks change the numbers."""
+    p = ctx.placement
+    return {"overflow_safe": scheme(ctx).overflow_safe,
+            "placement": {"accelerator": p.device.type, "precision": p.precision, "world_size": p.world_size}}
 
 
 def build_student(ctx: RunContext) -> torch.nn.Module:
@@ -49,16 +54,18 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run(ctx: RunContext) -> None:
-    teacher, card = ctx.teacher()
-    q = ctx.cfg.qat
-    train = SyntheticSet.load(ctx.layout.train_set)
-    holdout = SyntheticSet.load(ctx.layout.holdout_set)
+    """Calibrate and train on every rank (data-parallel, one student); rank 0 writes it."""
+    teacher, card = ctx.teacher_on_device()
+    q, place = ctx.cfg.qat, ctx.placement
+    # rank 0 reads the sets and hands them to the others: a multi-host run needs no shared folder
+    train, holdout = broadcast((SyntheticSet.load(ctx.layout.train_set), SyntheticSet.load(ctx.layout.holdout_set))
+                               if place.is_main else None)
     xh = torch.from_numpy(holdout.images)
     torch.manual_seed(q.seed)
-    student = build_student(ctx)
+    student = build_student(ctx).to(place.device)
     t0 = time.time()
     method_name = train.meta.get("method", ctx.cfg.synthesis.method)
-    method = create_method(method_name, train.meta.get("options", ctx.cfg.synthesis.options))
+    method = create_method(method_name, train.meta.get("options", ctx.cfg.synthesis.options), place)
     settings = q.settings()
     job = QATJob(student, teacher, card, train, settings, seed=q.seed, calib_images=q.calib_images, act_init=q.act_init, log=ctx.log)
     method.calibrate(job)
@@ -68,9 +75,11 @@ def run(ctx: RunContext) -> None:
     losses = method.train(job)
     end = agreement(predict(student, xh), fp_h)
     ctx.log(f"  after {len(losses)} QAT steps ({method_name}): agreement {end:.1%}")
+    if not place.is_main:
+        return
     out = ctx.layout.ensure(ctx.layout.student)
     tmp = out.with_name(out.name + ".tmp")
-    torch.save(student.state_dict(), tmp)
+    torch.save(student.state_dict() if place.device.type == "cpu" else copy.deepcopy(student).cpu().state_dict(), tmp)
     tmp.replace(out)
     sch = scheme(ctx)
     write_json(ctx.layout.ensure(ctx.layout.qat_metrics), {
@@ -79,6 +88,7 @@ def run(ctx: RunContext) -> None:
         "holdout_agreement_after_init": start, "holdout_agreement_after_qat": end,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "loss_curve": [round(v, 5) for v in losses[:: max(1, len(losses) // 100)]],
+        "placement": place.describe(),
     })
 
 

@@ -8,11 +8,13 @@ loaded here and refused for data-free methods.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from pipeline.errors import ConfigError
 from pipeline.runner import RunContext
 from pipeline.synthesis import RealData, SyntheticSet, create_method
+from pipeline.train.distributed import gather, shard
 
 HOLDOUT_METHOD = "bn-inversion"
 
@@ -46,17 +48,30 @@ def calibration_data(ctx: RunContext, method_name: str, needs: bool) -> RealData
     return RealData(images, labels)
 
 
+def key_extra(ctx: RunContext) -> dict:
+    """Where the images are made: a device, precision or number of ranks draws other images."""
+    p = ctx.placement
+    return {"placement": {"accelerator": p.device.type, "precision": p.precision, "world_size": p.world_size}}
+
+
 def run(ctx: RunContext) -> None:
-    teacher, card = ctx.teacher()
-    s = ctx.cfg.synthesis
-    method = create_method(s.method, s.options)
+    """Every rank synthesizes its shard of the budget from its own seed stream; rank 0 writes their union."""
+    teacher, card = ctx.teacher_on_device()
+    s, place = ctx.cfg.synthesis, ctx.placement
+    method = create_method(s.method, s.options, place)
     calib = calibration_data(ctx, s.method, getattr(method, "needs_calib_data", False))
-    ctx.log(f"  {s.method}: {s.num_images} training images (seed {s.seed}) + {s.holdout_images} held-out "
+    ranks = f", {place.world_size} ranks" if place.world_size > 1 else ""
+    ctx.log(f"  {s.method}: {s.num_images} training images (seed {s.seed}{ranks}) + {s.holdout_images} held-out "
             f"({HOLDOUT_METHOD}, seed {s.holdout_seed})" + (f"; {len(calib.labels)} real calibration images" if calib else ""))
-    train: SyntheticSet = method.synthesize(teacher, card, s.num_images, s.seed, calib=calib)
+    part: SyntheticSet = method.synthesize(teacher, card, shard(s.num_images, place.rank, place.world_size), s.seed, calib=calib)
+    parts = gather(part)
+    if not place.is_main:
+        return
+    train = SyntheticSet.union(parts)
     train.meta["method"], train.meta["options"] = s.method, dict(s.options)  # the qat stage's key follows the options
     train.save(ctx.layout.ensure(ctx.layout.train_set))
-    holdout: SyntheticSet = create_method(HOLDOUT_METHOD, s.holdout_options).synthesize(teacher, card, s.holdout_images, s.holdout_seed)
+    holdout_method = create_method(HOLDOUT_METHOD, s.holdout_options, dataclasses.replace(place, rank=0, world_size=1))
+    holdout: SyntheticSet = holdout_method.synthesize(teacher, card, s.holdout_images, s.holdout_seed)
     holdout.save(ctx.layout.ensure(ctx.layout.holdout_set))
 
 

@@ -1,6 +1,8 @@
 """Augmentation hooks applied to images during synthesis (each iteration) and QAT.
 
-Each augmentation is a callable ``(x, generator) -> x``; a list of them is the hook.
+Each augmentation is a callable ``(x, generator) -> x``; a list of them is the hook. Draws come from the
+generator on its device (the images' device). Jitter and crop need their geometry on the host, so each
+reads a few numbers back per call: one small sync per synthesis step, not per image.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class RandomFlip:
     p: float = 0.5
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        flip = torch.rand(x.shape[0], generator=gen) < self.p
+        flip = torch.rand(x.shape[0], generator=gen, device=gen.device) < self.p
         return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
@@ -32,7 +34,7 @@ class RandomJitter:
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         if self.pixels <= 0:
             return x
-        dx, dy = (torch.randint(-self.pixels, self.pixels + 1, (2,), generator=gen)).tolist()
+        dx, dy = (torch.randint(-self.pixels, self.pixels + 1, (2,), generator=gen, device=gen.device)).tolist()
         return torch.roll(x, shifts=(dy, dx), dims=(2, 3))
 
 
@@ -44,13 +46,13 @@ class RandomResizedCrop:
     scale: tuple[float, float] = (0.5, 1.0)
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        if float(torch.rand((), generator=gen)) >= self.p:
+        if float(torch.rand((), generator=gen, device=gen.device)) >= self.p:
             return x
         h, w = x.shape[-2:]
-        area = float(torch.empty(()).uniform_(*self.scale, generator=gen))
+        area = float(torch.empty((), device=gen.device).uniform_(*self.scale, generator=gen))
         ch, cw = max(1, round(h * area**0.5)), max(1, round(w * area**0.5))
-        top = int(torch.randint(0, h - ch + 1, (), generator=gen))
-        left = int(torch.randint(0, w - cw + 1, (), generator=gen))
+        top = int(torch.randint(0, h - ch + 1, (), generator=gen, device=gen.device))
+        left = int(torch.randint(0, w - cw + 1, (), generator=gen, device=gen.device))
         crop = x[:, :, top : top + ch, left : left + cw]
         return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
 

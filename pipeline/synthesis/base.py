@@ -32,6 +32,7 @@ from torch import nn
 from pipeline.errors import ConfigError
 from pipeline.models.card import ModelCard
 from pipeline.synthesis.dataset import SyntheticSet
+from pipeline.train.placement import CPU, Placement
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,20 @@ class Synthesizer(Protocol):
 
 
 class Strategy:
-    """Default ``calibrate`` and ``train``: ranges from the pool, then KD on the pool (the fixed-pool methods)."""
+    """Default ``calibrate`` and ``train``: ranges from the pool, then KD on the pool (the fixed-pool methods).
+
+    ``placement`` (set by :func:`create_method`) is where the method computes: every tensor it makes lives on
+    ``placement.device``, every random draw comes from ``placement.generator(...)``.
+    """
 
     name = "strategy"
     needs_calib_data = False
+    placement: Placement = CPU
 
     def calibrate(self, job: QATJob) -> None:
         from pipeline.quant.calibrate import calibrate
 
-        x = torch.from_numpy(job.pool.images[: job.calib_images])
+        x = torch.from_numpy(job.pool.images[: job.calib_images]).to(self.placement.device)
         calibrate(job.student, [x[i : i + 64] for i in range(0, len(x), 64)], act_init=job.act_init)
 
     def train(self, job: QATJob) -> list[float]:
@@ -87,7 +93,7 @@ class Strategy:
         if not job.settings.steps:
             return []
         x, y = torch.from_numpy(job.pool.images), torch.from_numpy(job.pool.labels)
-        return train_qat(job.student, job.teacher, x, y, job.settings, seed=job.seed)
+        return train_qat(job.student, job.teacher, x, y, job.settings, seed=job.seed, placement=self.placement)
 
 
 @dataclass(frozen=True)
@@ -137,7 +143,8 @@ def preset_budgets() -> list[str]:
     return list(dict.fromkeys(b for e in _METHODS.values() for b in e.presets))
 
 
-def create_method(name: str, overrides: dict[str, Any] | None = None) -> Synthesizer:
+def create_method(name: str, overrides: dict[str, Any] | None = None, placement: Placement = CPU) -> Synthesizer:
+    """The method ``name`` with its options, computing on ``placement`` (device, precision, ranks)."""
     cfg_cls = method_config_class(name)
     overrides = dict(overrides or {})
     known = {f.name for f in fields(cfg_cls)}
@@ -148,4 +155,6 @@ def create_method(name: str, overrides: dict[str, Any] | None = None) -> Synthes
         cfg = cfg_cls(**overrides)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"method {name!r}: bad option value ({exc})") from None
-    return _entry(name).factory(cfg)
+    method = _entry(name).factory(cfg)
+    method.placement = placement
+    return method

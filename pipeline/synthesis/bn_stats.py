@@ -61,6 +61,8 @@ class BNStatHook:
     def _make(self, i: int):
         def hook(_mod: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             x = inputs[0]
+            if x.dtype != torch.float32:  # under autocast: the statistics are taken in fp32
+                x = x.float()
             if self.per_sample:  # N×C statistics over H, W
                 self.means[i] = x.mean((2, 3))
                 self.vars[i] = x.var((2, 3), unbiased=False)
@@ -92,7 +94,7 @@ def bn_statistics_loss(
     if kind not in STAT_KINDS:
         raise ValueError(f"unknown BN statistics loss {kind!r}; choose one of {', '.join(STAT_KINDS)}")
     idx = list(range(len(hook.bns)))[layers or slice(None)]
-    total = torch.zeros(())
+    total = torch.zeros((), device=targets.means[0].device)
     for i in idx:
         mu, var = hook.means[i], hook.vars[i]
         if mu is None:

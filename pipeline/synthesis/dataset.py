@@ -42,3 +42,14 @@ class SyntheticSet:
         with np.load(path, allow_pickle=False) as z:
             extras = {k[len(_EXTRA):]: z[k] for k in z.files if k.startswith(_EXTRA)}
             return cls(z["images"], z["labels"], int(z["seed"]), str(z["method"]), json.loads(str(z["meta"])), extras)
+
+    @classmethod
+    def union(cls, parts: list["SyntheticSet"]) -> "SyntheticSet":
+        """The set made of every rank's shard, in rank order; rank 0's seed, meta and extras (the generator's weights are
+        the same on every rank: it was trained data-parallel). One part is returned as is."""
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        meta = {**first.meta, "ranks": len(parts), "images_per_rank": [len(p) for p in parts]}
+        return cls(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]), first.seed, first.method,
+                   meta, dict(first.extras))

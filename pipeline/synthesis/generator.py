@@ -97,36 +97,37 @@ class Generator(nn.Module):
 
 def to_pixels(g: torch.Tensor, card: ModelCard) -> torch.Tensor:
     """Normalised-space generator output → the card's pixel space, clipped to its range."""
-    mean = torch.tensor(card.mean, dtype=g.dtype).view(1, -1, 1, 1)
-    std = torch.tensor(card.std, dtype=g.dtype).view(1, -1, 1, 1)
+    mean = torch.tensor(card.mean, dtype=g.dtype, device=g.device).view(1, -1, 1, 1)
+    std = torch.tensor(card.std, dtype=g.dtype, device=g.device).view(1, -1, 1, 1)
     lo, hi = card.pixel_range
     return (mean + std * g).clamp(lo, hi)
 
 
 class Sampler:
-    """Draws (images in pixel space, labels) from a generator with a seeded torch.Generator."""
+    """Draws (images in pixel space, labels) from a generator with a seeded torch.Generator on the generator's device."""
 
     def __init__(self, generator: Generator, card: ModelCard, seed: int) -> None:
         self.g, self.card = generator, card
-        self.rng = torch.Generator().manual_seed(seed)
+        self.device = next(generator.parameters()).device
+        self.rng = torch.Generator(device=self.device).manual_seed(seed)
 
     def labels(self, n: int, cls: int | None = None) -> torch.Tensor:
         if cls is not None:
-            return torch.full((n,), cls, dtype=torch.long)
-        return torch.randint(0, self.card.num_classes, (n,), generator=self.rng)
+            return torch.full((n,), cls, dtype=torch.long, device=self.device)
+        return torch.randint(0, self.card.num_classes, (n,), generator=self.rng, device=self.device)
 
     def __call__(self, n: int, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.labels(n) if labels is None else labels
-        z = torch.randn(n, self.g.spec.latent_dim, generator=self.rng)
+        z = torch.randn(n, self.g.spec.latent_dim, generator=self.rng, device=self.device)
         return to_pixels(self.g(z, y if self.g.embed is not None else None), self.card), y
 
     @torch.no_grad()
     def pool(self, n: int, batch_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
         """``n`` images with balanced labels, sampled in train mode (batch statistics, as during training)."""
-        y = torch.arange(n) % self.card.num_classes
-        y = y[torch.randperm(n, generator=self.rng)]
+        y = torch.arange(n, device=self.device) % self.card.num_classes
+        y = y[torch.randperm(n, generator=self.rng, device=self.device)]
         out = [self(len(y[i : i + batch_size]), y[i : i + batch_size])[0] for i in range(0, n, batch_size)]
-        return torch.cat(out).numpy(), y.numpy().astype(np.int64)
+        return torch.cat(out).float().cpu().numpy(), y.cpu().numpy().astype(np.int64)
 
 
 def generator_optimizer(g: Generator, lr: float = 1e-3) -> torch.optim.Optimizer:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pipeline.train.placement import fp32_op
+
 
 def focal_weight(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:
     """(1 − p_y)^γ per sample, p_y the softmax probability of the target class."""
@@ -19,6 +21,7 @@ def focal_weight(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> to
     return (1 - p).pow(gamma)
 
 
+@fp32_op
 def focal_ce(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.Tensor:
     """mean_i (1 − p_i)^γ · CE_i (the weight is part of the graph, as in HAST's code)."""
     ce = F.cross_entropy(logits, labels, reduction="none")
@@ -34,6 +37,7 @@ def angular_margin_logits(features: torch.Tensor, weight: torch.Tensor, labels: 
     return scale * torch.where(target, torch.cos(theta + margin), cos)
 
 
+@fp32_op
 def angular_margin_ce(features: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                       margin: float, scale: float) -> torch.Tensor:
     return F.cross_entropy(angular_margin_logits(features, weight, labels, margin, scale), labels)

@@ -73,8 +73,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def label_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str, gamma: float) -> torch.Tensor:
     if kind == "none":
-        return torch.zeros(())
-    ce = F.cross_entropy(logits, labels, reduction="none")
+        return torch.zeros((), device=logits.device)
+    ce = F.cross_entropy(logits.float(), labels, reduction="none")  # fp32 even when the forward ran in bf16
     if kind == "focal":
         p = torch.exp(-ce)  # probability of the target class
         return ((1 - p).pow(gamma) * ce).mean()
@@ -82,8 +82,8 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str, gamma: flo
 
 
 def balanced_labels(n: int, num_classes: int, gen: torch.Generator) -> torch.Tensor:
-    labels = torch.arange(n) % num_classes
-    return labels[torch.randperm(n, generator=gen)]
+    labels = torch.arange(n, device=gen.device) % num_classes
+    return labels[torch.randperm(n, generator=gen, device=gen.device)]
 
 
 class BNInversion(Strategy):
@@ -99,7 +99,7 @@ class BNInversion(Strategy):
 
     def extra_loss(self, x: torch.Tensor, card: ModelCard) -> torch.Tensor:
         """Hook for subclasses: a term added to the inversion loss (ZeroQ: input statistics)."""
-        return torch.zeros(())
+        return torch.zeros((), device=x.device)
 
     def synthesize(self, teacher: nn.Module, card: ModelCard, num_images: int, seed: int,
                    calib: RealData | None = None) -> SyntheticSet:
@@ -108,7 +108,11 @@ class BNInversion(Strategy):
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        gen = torch.Generator().manual_seed(seed)
+        from pipeline.train.distributed import rank_seed
+
+        place = self.placement
+        device = place.device
+        gen = place.generator(rank_seed(seed, place.rank))  # each rank inverts its own shard from its own stream
         labels = balanced_labels(num_images, card.num_classes, gen)
         augs: list[aug.Augmentation] = []
         if cfg.jitter:
@@ -119,9 +123,9 @@ class BNInversion(Strategy):
             augs.append(aug.RandomResizedCrop(cfg.rrc_p))
         targets = BNTargets.running(bns)
         lo, hi = card.pixel_range
-        mean = torch.tensor(card.mean, dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(card.std, dtype=torch.float32).view(1, -1, 1, 1)
-        out = torch.empty((num_images, *card.input_shape))
+        mean = torch.tensor(card.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(card.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        out = torch.empty((num_images, *card.input_shape), device=device)
         n_batches = math.ceil(num_images / cfg.batch_size)
         bar = progress(total=n_batches * cfg.iterations, it=None, desc=f"synth seed {seed}")
         final_losses = []
@@ -129,12 +133,13 @@ class BNInversion(Strategy):
             for b in range(n_batches):
                 sl = slice(b * cfg.batch_size, min(num_images, (b + 1) * cfg.batch_size))
                 y = labels[sl]
-                x = (mean + cfg.init_std * std * torch.randn((y.shape[0], *card.input_shape), generator=gen)).clamp(lo, hi)
+                x = (mean + cfg.init_std * std * torch.randn((y.shape[0], *card.input_shape), generator=gen, device=device)).clamp(lo, hi)
                 x.requires_grad_(True)
                 opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.9))
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iterations, eta_min=cfg.lr * 0.01)
-                for _ in range(cfg.iterations):
-                    logits = teacher(aug.apply(augs, x, gen))
+                for it in range(cfg.iterations):
+                    with place.autocast():
+                        logits = teacher(aug.apply(augs, x, gen))
                     loss = cfg.bn_weight * bn_statistics_loss(hook, targets, cfg.stat_loss, cfg.first_bn_weight)
                     loss = loss + cfg.label_weight * label_loss(logits, y, cfg.label_loss, cfg.focal_gamma)
                     loss = loss + cfg.tv_weight * total_variation(x) + cfg.l2_weight * l2_norm(x, mean)
@@ -146,14 +151,15 @@ class BNInversion(Strategy):
                     with torch.no_grad():
                         x.clamp_(lo, hi)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-                final_losses.append(loss.item())
+                    if (it + 1) % 25 == 0:  # a host read of the loss every 25 steps, not every step
+                        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                final_losses.append(loss.detach())
                 out[sl] = x.detach()
         bar.close()
         for p in teacher.parameters():
             p.requires_grad_(True)
-        meta = {"config": dict(self.cfg.__dict__), "final_loss_per_batch": final_losses}
-        return SyntheticSet(out.numpy(), labels.numpy().astype(np.int64), seed, self.name, meta)
+        meta = {"config": dict(self.cfg.__dict__), "final_loss_per_batch": [float(v) for v in torch.stack(final_losses).cpu()]}
+        return SyntheticSet(out.cpu().numpy(), labels.cpu().numpy().astype(np.int64), seed, self.name, meta)
 
 
 register_method("bn-inversion", InversionConfig, presets=PRESETS)(BNInversion)

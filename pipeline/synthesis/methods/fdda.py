@@ -34,6 +34,7 @@ from pipeline.synthesis.dataset import SyntheticSet
 from pipeline.synthesis.generator import Sampler, TeacherProbe
 from pipeline.synthesis.methods.gdfq import GDFQ, GDFQConfig
 from pipeline.synthesis.presets import FAST_COMMON, GEN_FAST
+from pipeline.train.distributed import rank_seed
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,15 @@ def class_centres(teacher: torch.nn.Module, images: torch.Tensor, labels: torch.
 def centre_losses(hook: BNStatHook, centre: BNTargets, layers: slice, mean_noise: float, var_noise: float,
                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """(C-BNS, D-BNS) of the last forward pass over ``layers``: MSE to the centre, and to the centre + noise."""
-    c_bns, d_bns = torch.zeros(()), torch.zeros(())
+    device = centre.means[0].device
+    c_bns, d_bns = torch.zeros((), device=device), torch.zeros((), device=device)
     idx = list(range(len(hook.bns)))[layers]
     for i in idx:
         mu, var = hook.means[i], hook.vars[i]
         tm, tv = centre.means[i], centre.vars[i]
         c_bns = c_bns + F.mse_loss(mu, tm) + F.mse_loss(var, tv)
-        nm = tm + mean_noise * torch.randn(tm.shape, generator=gen)
-        nv = tv + var_noise * torch.randn(tv.shape, generator=gen)
+        nm = tm + mean_noise * torch.randn(tm.shape, generator=gen, device=gen.device)
+        nv = tv + var_noise * torch.randn(tv.shape, generator=gen, device=gen.device)
         d_bns = d_bns + F.mse_loss(mu, nm) + F.mse_loss(var, nv)
     return c_bns / max(1, len(idx)), d_bns / max(1, len(idx))
 
@@ -110,15 +112,17 @@ class FDDA(GDFQ):
         if missing:
             raise ConfigError(f"fdda needs at least 1 calibration image per class; --calib-data has none for class(es) "
                               f"{', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''}")
-        self.centres = class_centres(teacher, torch.from_numpy(calib.images), torch.from_numpy(calib.labels), card.num_classes)
+        device = self.placement.device
+        self.centres = class_centres(teacher, torch.from_numpy(calib.images).to(device), torch.from_numpy(calib.labels).to(device),
+                                     card.num_classes)
         self.layers = deeper_half(len(require_batchnorm(teacher, self.name)))
-        self.noise = torch.Generator().manual_seed(12345)
+        self.noise = self.placement.generator(rank_seed(12345, self.placement.rank))
 
     def generator_loss(self, probe: TeacherProbe, sampler: Sampler, step: int) -> torch.Tensor:
         c = self.cfg
         x, y = sampler(c.gen_batch_size)
         loss = c.ce_weight_g * F.cross_entropy(probe(x), y) + c.bns_weight * probe.bns_loss()
-        cls = int(torch.randint(0, sampler.card.num_classes, (), generator=sampler.rng))
+        cls = int(torch.randint(0, sampler.card.num_classes, (), generator=sampler.rng, device=sampler.device))  # a host read: the class picks the centre
         xc, yc = sampler(c.gen_batch_size, sampler.labels(c.gen_batch_size, cls))
         ce_class = F.cross_entropy(probe(xc), yc)
         c_bns, d_bns = centre_losses(probe.hook, self.centres[cls], self.layers, c.mean_noise, c.var_noise, self.noise)
@@ -139,16 +143,19 @@ class FDDA(GDFQ):
         from pipeline.quant.calibrate import calibrate
 
         real = torch.from_numpy(job.pool.extras["calib_images"])
-        x = torch.cat([real, torch.from_numpy(job.pool.images)])[: max(job.calib_images, len(real))]
+        x = torch.cat([real, torch.from_numpy(job.pool.images)])[: max(job.calib_images, len(real))].to(self.placement.device)
         calibrate(job.student, [x[i : i + 64] for i in range(0, len(x), 64)], act_init=job.act_init)
 
-    def q_batch(self, job: QATJob, sampler: Sampler) -> tuple[torch.Tensor, torch.Tensor]:
-        n_real = int(round(job.settings.batch_size * self.cfg.real_fraction))
-        real_x, real_y = job.pool.extras["calib_images"], job.pool.extras["calib_labels"]
-        idx = torch.randint(0, len(real_y), (n_real,), generator=sampler.rng)
+    def q_batch(self, job: QATJob, sampler: Sampler, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n_real = int(round(n * self.cfg.real_fraction))
+        if getattr(self, "_real", None) is None:  # the real images once on the device, not copied every step
+            self._real = (torch.from_numpy(job.pool.extras["calib_images"]).to(sampler.device),
+                          torch.from_numpy(job.pool.extras["calib_labels"]).to(sampler.device))
+        real_x, real_y = self._real
+        idx = torch.randint(0, len(real_y), (n_real,), generator=sampler.rng, device=sampler.device)
         with torch.no_grad():
-            xg, yg = sampler(job.settings.batch_size - n_real)
-        return torch.cat([torch.from_numpy(real_x)[idx], xg]), torch.cat([torch.from_numpy(real_y)[idx], yg])
+            xg, yg = sampler(n - n_real)
+        return torch.cat([real_x[idx], xg]), torch.cat([real_y[idx], yg])
 
 
 register_method("fdda", FDDAConfig, presets=PRESETS)(FDDA)

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from pipeline.models.card import ModelCard
 from pipeline.progress import progress
 from pipeline.quant.distill import kd_kl
-from pipeline.quant.qat import finish_training, make_optimizer, start_training, step_ranges
+from pipeline.train import engine
+from pipeline.train.distributed import rank_seed, shard
 from pipeline.synthesis.base import QATJob, RealData, Strategy, register_method
 from pipeline.synthesis.dataset import SyntheticSet
 from pipeline.synthesis.generator import (Generator, GeneratorSpec, Sampler, TeacherProbe, arrays_to_state,
@@ -74,8 +75,8 @@ class GDFQ(Strategy):
         return GeneratorSpec(latent_dim=c.latent_dim, width=c.gen_width, conditional=self.conditional, bn_eps=c.bn_eps)
 
     def make_generator(self, card: ModelCard, seed: int) -> Generator:
-        torch.manual_seed(seed)
-        return Generator(self.generator_spec(), card.input_shape, card.num_classes)
+        torch.manual_seed(seed)  # the run's seed on every rank: data-parallel ranks start from one generator
+        return Generator(self.generator_spec(), card.input_shape, card.num_classes).to(self.placement.device)
 
     def probe(self, teacher: torch.nn.Module) -> TeacherProbe:
         return TeacherProbe(teacher, self.name)
@@ -85,17 +86,17 @@ class GDFQ(Strategy):
         return F.cross_entropy(probe(x), y) + self.cfg.bns_weight * probe.bns_loss()
 
     def warmup(self, teacher: torch.nn.Module, card: ModelCard, seed: int, calib: RealData | None = None) -> Generator:
+        place = self.placement
         g = self.make_generator(card, seed)
         g.train()
-        sampler = Sampler(g, card, seed)
-        opt = generator_optimizer(g, self.cfg.gen_lr)
+        sampler = Sampler(g, card, rank_seed(seed, place.rank))  # each rank its own samples, gradients averaged
+        step_g = engine.OptimizerStep(generator_optimizer(g, self.cfg.gen_lr), place)
         self.prepare(teacher, card, calib)
         with self.probe(teacher) as probe:
             for step in progress(range(self.cfg.warmup_steps), desc=f"{self.name} generator warm-up"):
-                loss = self.generator_loss(probe, sampler, step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                with place.autocast():
+                    loss = self.generator_loss(probe, sampler, step)
+                step_g(loss)
         return g
 
     def prepare(self, teacher: torch.nn.Module, card: ModelCard, calib: RealData | None) -> None:
@@ -104,12 +105,12 @@ class GDFQ(Strategy):
     def synthesize(self, teacher: torch.nn.Module, card: ModelCard, num_images: int, seed: int,
                    calib: RealData | None = None) -> SyntheticSet:
         g = self.warmup(teacher, card, seed, calib)
-        images, labels = Sampler(g, card, seed + 1).pool(num_images)
+        images, labels = Sampler(g, card, rank_seed(seed + 1, self.placement.rank)).pool(num_images)
         meta = {"config": asdict(self.cfg), "role": "samples of the warmed-up generator (range calibration)"}
         return SyntheticSet(images, labels, seed, self.name, meta, extras=state_to_arrays(g))
 
     def restore(self, job: QATJob) -> Generator:
-        g = Generator(self.generator_spec(), job.card.input_shape, job.card.num_classes)
+        g = Generator(self.generator_spec(), job.card.input_shape, job.card.num_classes).to(self.placement.device)
         arrays_to_state(g, job.pool.extras)
         return g.train()
 
@@ -117,44 +118,50 @@ class GDFQ(Strategy):
     def student_loss(self, s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         c = self.cfg
         loss = c.kd_weight * kd_kl(s_logits, t_logits, c.temperature)
-        return loss + c.ce_weight * F.cross_entropy(s_logits, y) if c.ce_weight else loss
+        return loss + c.ce_weight * F.cross_entropy(s_logits.float(), y) if c.ce_weight else loss
 
-    def q_batch(self, job: QATJob, sampler: Sampler) -> tuple[torch.Tensor, torch.Tensor]:
+    def q_batch(self, job: QATJob, sampler: Sampler, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The Q step's ``n`` images (this rank's share of ``qat.batch_size``): fresh generator samples."""
         with torch.no_grad():
-            return sampler(job.settings.batch_size)
+            return sampler(n)
 
     def train(self, job: QATJob) -> list[float]:
         s = job.settings
         if not s.steps:
             return []
+        place = self.placement
         g = self.restore(job)
-        sampler = Sampler(g, job.card, job.seed + 7)
-        opt_g = generator_optimizer(g, self.cfg.gen_lr)
-        opt_q, sched = make_optimizer(job.student, s)
-        start_training(job.student, job.teacher)
+        sampler = Sampler(g, job.card, rank_seed(job.seed + 7, place.rank))
+        step_g = engine.OptimizerStep(generator_optimizer(g, self.cfg.gen_lr), place)
         self.prepare(job.teacher, job.card, self.real_data(job))
-        losses = []
         with self.probe(job.teacher) as probe:
-            for step in progress(range(s.steps), desc=f"{self.name} qat"):
-                step_ranges(job.student, s, step)
-                loss_g = self.generator_loss(probe, sampler, step)
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                x, y = self.q_batch(job, sampler)
-                with torch.no_grad():
-                    t_logits = job.teacher(x)
-                loss = self.student_loss(job.student(x), t_logits, y)
-                opt_q.zero_grad(set_to_none=True)
-                loss.backward()
-                opt_q.step()
-                sched.step()
-                losses.append(loss.item())
-        finish_training(job.student)
-        return losses
+            recipe = GeneratorKD(self, job, probe, sampler, step_g)
+            return engine.train(job.student, job.teacher, recipe, s, place, desc=f"{self.name} qat")
 
     def real_data(self, job: QATJob) -> RealData | None:
         return None
+
+
+class GeneratorKD(engine.Recipe):
+    """GDFQ's alternation as a recipe of the one loop: a generator step before each Q step, Q learns on fresh samples."""
+
+    def __init__(self, method: GDFQ, job: QATJob, probe: TeacherProbe, sampler: Sampler, step_g: engine.OptimizerStep) -> None:
+        self.m, self.job, self.probe, self.sampler, self.step_g = method, job, probe, sampler, step_g
+        place = method.placement
+        self.images_per_step = shard(job.settings.batch_size, place.rank, place.world_size)
+
+    def before_step(self, step: int) -> None:
+        with self.m.placement.autocast():
+            loss_g = self.m.generator_loss(self.probe, self.sampler, step)
+        self.step_g(loss_g)
+
+    def loss(self, step: int, backward: engine.Backward) -> torch.Tensor:
+        x, y = self.m.q_batch(self.job, self.sampler, self.images_per_step)
+        with torch.no_grad():
+            t_logits = self.job.teacher(x)
+        loss = self.m.student_loss(self.job.student(x), t_logits, y)
+        backward(loss)
+        return loss.detach()
 
 
 register_method("gdfq", GDFQConfig, presets=PRESETS)(GDFQ)

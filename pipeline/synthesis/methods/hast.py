@@ -26,11 +26,11 @@ from typing import Any
 import torch
 
 from pipeline.models.card import ModelCard
-from pipeline.progress import progress
 from pipeline.quant.calibrate import calibrate
 from pipeline.quant.distill import feature_alignment, kd_kl
 from pipeline.quant.features import FeaturePair
-from pipeline.quant.qat import finish_training, make_optimizer, start_training, step_ranges
+from pipeline.train import engine
+from pipeline.train.distributed import rank_seed, shard
 from pipeline.synthesis import augment as aug
 from pipeline.synthesis.base import QATJob, RealData, Strategy, register_method
 from pipeline.synthesis.dataset import SyntheticSet
@@ -89,14 +89,18 @@ class HAST(Strategy):
     def _inversion(self, card: ModelCard) -> BNInversion:
         c = self.cfg
         std = sum(card.std) / len(card.std)
-        return BNInversion(InversionConfig(batch_size=c.batch_size, iterations=c.iterations, lr=c.lr * std, stat_loss="mse",
-                                           label_loss="focal", label_weight=c.beta, focal_gamma=c.gamma, tv_weight=0.0,
-                                           l2_weight=0.0, jitter=0, flip=c.rrc_p > 0, rrc_p=c.rrc_p))
+        inv = BNInversion(InversionConfig(batch_size=c.batch_size, iterations=c.iterations, lr=c.lr * std, stat_loss="mse",
+                                          label_loss="focal", label_weight=c.beta, focal_gamma=c.gamma, tv_weight=0.0,
+                                          l2_weight=0.0, jitter=0, flip=c.rrc_p > 0, rrc_p=c.rrc_p))
+        inv.placement = self.placement
+        return inv
 
     def _gdfq(self) -> GDFQ:
         c = self.cfg
-        return GDFQ(GDFQConfig(latent_dim=c.latent_dim, gen_width=c.gen_width, gen_batch_size=c.gen_batch_size,
-                               warmup_steps=c.gen_warmup_steps))
+        g = GDFQ(GDFQConfig(latent_dim=c.latent_dim, gen_width=c.gen_width, gen_batch_size=c.gen_batch_size,
+                            warmup_steps=c.gen_warmup_steps))
+        g.placement = self.placement
+        return g
 
     def synthesize(self, teacher: torch.nn.Module, card: ModelCard, num_images: int, seed: int,
                    calib: RealData | None = None) -> SyntheticSet:
@@ -109,8 +113,8 @@ class HAST(Strategy):
     def calibrate(self, job: QATJob) -> None:
         """Ranges from the warm-up generator's samples (HAST epochs 0–3), not from the hard-sample pool."""
         g = self._gdfq().restore(job)
-        images, _ = Sampler(g, job.card, job.seed + 3).pool(job.calib_images, batch_size=64)
-        x = torch.from_numpy(images)
+        images, _ = Sampler(g, job.card, job.seed + 3).pool(job.calib_images, batch_size=64)  # same on every rank
+        x = torch.from_numpy(images).to(self.placement.device)
         calibrate(job.student, [x[i : i + 64] for i in range(0, len(x), 64)], act_init=job.act_init)
 
     def student_loss(self, pair: FeaturePair, x: torch.Tensor) -> torch.Tensor:
@@ -121,40 +125,41 @@ class HAST(Strategy):
         return c.kd_weight * kd_kl(s_logits, t_logits, c.temperature) + c.fa_weight * feature_alignment(s_feats, t_feats)
 
     def train(self, job: QATJob) -> list[float]:
-        s, c = job.settings, self.cfg
-        if not s.steps:
+        if not job.settings.steps:
             return []
-        images = torch.from_numpy(job.pool.images)
-        gen = torch.Generator().manual_seed(job.seed)
-        augs: list[aug.Augmentation] = []
+        return engine.train(job.student, job.teacher, HardSampleKD(self, job), job.settings, self.placement, desc="hast qat")
+
+
+class HardSampleKD(engine.Recipe):
+    """HAST's Q step: augmented pool images, KD + feature alignment, then the same on their FGSM copy (two backwards)."""
+
+    def __init__(self, method: HAST, job: QATJob) -> None:
+        c, place = method.cfg, method.placement
+        self.m, self.c = method, c
+        self.images = torch.from_numpy(job.pool.images).to(place.device)
+        self.gen = place.generator(rank_seed(job.seed, place.rank))
+        self.augs: list[aug.Augmentation] = []
         if c.qat_rrc_p > 0:
-            augs.append(aug.RandomResizedCrop(c.qat_rrc_p))
+            self.augs.append(aug.RandomResizedCrop(c.qat_rrc_p))
         if c.qat_flip:
-            augs.append(aug.RandomFlip())
-        pair = FeaturePair(job.teacher, job.student, "blocks", images[:2])
-        eps = c.fgsm_eps * torch.tensor(job.card.std, dtype=images.dtype).view(1, -1, 1, 1)
-        lo, hi = job.card.pixel_range
-        opt, sched = make_optimizer(job.student, s)
-        start_training(job.student, job.teacher)
-        losses = []
-        for step in progress(range(s.steps), desc="hast qat"):
-            step_ranges(job.student, s, step)
-            idx = torch.randint(0, len(images), (min(s.batch_size, len(images)),), generator=gen)
-            x = aug.apply(augs, images[idx], gen).requires_grad_(c.fgsm_eps > 0)
-            opt.zero_grad(set_to_none=True)
-            loss = self.student_loss(pair, x)
-            loss.backward()
-            total = loss.item()
-            if c.fgsm_eps > 0:  # sample-difficulty promotion: the FGSM copy, loss on both
-                x_adv = (x + eps * x.grad.sign()).clamp(lo, hi).detach()
-                loss_adv = self.student_loss(pair, x_adv)
-                loss_adv.backward()
-                total += loss_adv.item()
-            opt.step()
-            sched.step()
-            losses.append(total)
-        finish_training(job.student)
-        return losses
+            self.augs.append(aug.RandomFlip())
+        self.pair = FeaturePair(job.teacher, job.student, "blocks", self.images[:2])
+        self.eps = c.fgsm_eps * torch.tensor(job.card.std, dtype=self.images.dtype, device=place.device).view(1, -1, 1, 1)
+        self.lo, self.hi = job.card.pixel_range
+        self.images_per_step = min(shard(job.settings.batch_size, place.rank, place.world_size), len(self.images))
+
+    def loss(self, step: int, backward: engine.Backward) -> torch.Tensor:
+        idx = torch.randint(0, len(self.images), (self.images_per_step,), generator=self.gen, device=self.images.device)
+        x = aug.apply(self.augs, self.images[idx], self.gen).requires_grad_(self.c.fgsm_eps > 0)
+        loss = self.m.student_loss(self.pair, x)
+        backward(loss)
+        if self.c.fgsm_eps <= 0:
+            return loss.detach()
+        # sample-difficulty promotion: the FGSM copy, loss on both
+        x_adv = (x + self.eps * x.grad.sign()).clamp(self.lo, self.hi).detach()
+        loss_adv = self.m.student_loss(self.pair, x_adv)
+        backward(loss_adv)
+        return torch.stack([loss.detach(), loss_adv.detach()])
 
 
 register_method("hast", HASTConfig, presets=PRESETS)(HAST)

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.models.card import ModelCard
-from pipeline.progress import progress
 from pipeline.quant.distill import scrm
 from pipeline.quant.features import FeaturePair
-from pipeline.quant.qat import finish_training, make_optimizer, start_training, step_ranges
+from pipeline.train import engine
+from pipeline.train.distributed import rank_seed, shard
 from pipeline.synthesis.base import QATJob, RealData, Strategy, register_method
 from pipeline.synthesis.dataset import SyntheticSet
 from pipeline.synthesis.generator import (Generator, GeneratorSpec, Sampler, arrays_to_state, generator_optimizer,
@@ -61,7 +61,7 @@ def discrepancy(pair: FeaturePair, x: torch.Tensor, alpha: float, gamma: float,
     with torch.set_grad_enabled(teacher_grad):
         t_logits, t_feats = pair.teacher(x)
     s_logits, s_feats = pair.student(x)
-    return F.l1_loss(s_logits, t_logits) + alpha * scrm(s_feats, t_feats, gamma), t_feats
+    return F.l1_loss(s_logits.float(), t_logits.float()) + alpha * scrm(s_feats, t_feats, gamma), t_feats
 
 
 class ZAQ(Strategy):
@@ -75,49 +75,54 @@ class ZAQ(Strategy):
 
     def synthesize(self, teacher: torch.nn.Module, card: ModelCard, num_images: int, seed: int,
                    calib: RealData | None = None) -> SyntheticSet:
-        torch.manual_seed(seed)
-        g = Generator(self.spec(), card.input_shape, card.num_classes).train()
-        images, labels = Sampler(g, card, seed).pool(num_images)
+        device = self.placement.device
+        torch.manual_seed(seed)  # one initial generator on every rank
+        g = Generator(self.spec(), card.input_shape, card.num_classes).to(device).train()
+        images, labels = Sampler(g, card, rank_seed(seed, self.placement.rank)).pool(num_images)
         with torch.no_grad():
-            labels = torch.cat([teacher(torch.from_numpy(images[i : i + 128])).argmax(1) for i in range(0, len(images), 128)])
+            labels = torch.cat([teacher(torch.from_numpy(images[i : i + 128]).to(device)).argmax(1).cpu()
+                                for i in range(0, len(images), 128)])
         meta = {"config": asdict(self.cfg), "role": "samples of the initial generator (range calibration)",
                 "labels": "teacher's predictions (ZAQ is unconditional)"}
         return SyntheticSet(images, labels.numpy(), seed, self.name, meta, extras=state_to_arrays(g))
 
     def train(self, job: QATJob) -> list[float]:
-        s, c = job.settings, self.cfg
-        if not s.steps:
+        if not job.settings.steps:
             return []
-        g = Generator(self.spec(), job.card.input_shape, job.card.num_classes)
+        return engine.train(job.student, job.teacher, Adversarial(self, job), job.settings, self.placement, desc="zaq qat")
+
+
+class Adversarial(engine.Recipe):
+    """ZAQ's Q step (L1 + α·SCRM on fresh samples) and, every k Q steps, the generator step that maximises it."""
+
+    def __init__(self, method: ZAQ, job: QATJob) -> None:
+        place = method.placement
+        self.c = method.cfg
+        g = Generator(method.spec(), job.card.input_shape, job.card.num_classes).to(place.device)
         arrays_to_state(g, job.pool.extras)
         g.train()
-        sampler = Sampler(g, job.card, job.seed + 7)
-        example = torch.from_numpy(job.pool.images[:2])
-        pair = FeaturePair(job.teacher, job.student, "stages", example)
-        opt_g = generator_optimizer(g, c.gen_lr)
-        opt_q, sched = make_optimizer(job.student, s)
-        start_training(job.student, job.teacher)
-        losses = []
-        for step in progress(range(s.steps), desc="zaq qat"):
-            step_ranges(job.student, s, step)
-            with torch.no_grad():
-                x, _ = sampler(s.batch_size)
-            loss, _ = discrepancy(pair, x, c.alpha, c.gamma)
-            opt_q.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_q.step()
-            sched.step()
-            losses.append(loss.item())
-            if (step + 1) % c.q_steps_per_gen_step == 0:  # the teacher copy in ``pair`` is frozen
-                x, _ = sampler(s.batch_size)
-                d, t_feats = discrepancy(pair, x, c.alpha, c.gamma, teacher_grad=True)
-                loss_g = -d - c.beta * t_feats[-1].abs().mean()
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                opt_q.zero_grad(set_to_none=True)  # the G step's gradients on Q are discarded
-        finish_training(job.student)
-        return losses
+        self.sampler = Sampler(g, job.card, rank_seed(job.seed + 7, place.rank))
+        self.pair = FeaturePair(job.teacher, job.student, "stages", torch.from_numpy(job.pool.images[:2]).to(place.device))
+        self.step_g = engine.OptimizerStep(generator_optimizer(g, self.c.gen_lr), place)
+        self.place = place
+        self.images_per_step = shard(job.settings.batch_size, place.rank, place.world_size)
+
+    def loss(self, step: int, backward: engine.Backward) -> torch.Tensor:
+        with torch.no_grad():
+            x, _ = self.sampler(self.images_per_step)
+        loss, _ = discrepancy(self.pair, x, self.c.alpha, self.c.gamma)
+        backward(loss)
+        return loss.detach()
+
+    def after_step(self, step: int) -> None:
+        c = self.c
+        if (step + 1) % c.q_steps_per_gen_step:
+            return
+        with self.place.autocast():  # the teacher copy in ``pair`` is frozen; the G step's gradients on Q are discarded
+            x, _ = self.sampler(self.images_per_step)
+            d, t_feats = discrepancy(self.pair, x, c.alpha, c.gamma, teacher_grad=True)
+            loss_g = -d - c.beta * t_feats[-1].float().abs().mean()
+        self.step_g(loss_g)
 
 
 register_method("zaq", ZAQConfig, presets=PRESETS)(ZAQ)

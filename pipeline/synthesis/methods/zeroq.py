@@ -60,9 +60,9 @@ class ZeroQ(BNInversion):
 
     def extra_loss(self, x: torch.Tensor, card: ModelCard) -> torch.Tensor:
         if not self.zcfg.input_stats_weight:
-            return torch.zeros(())
-        mean = torch.tensor(card.mean, dtype=x.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(card.std, dtype=x.dtype).view(1, -1, 1, 1)
+            return torch.zeros((), device=x.device)
+        mean = torch.tensor(card.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(card.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         xn = (x - mean) / std
         mu, sd = xn.mean((2, 3)), xn.std((2, 3), unbiased=False)
         return self.zcfg.input_stats_weight * (mu.pow(2).sum(1).mean() + (sd - 1).pow(2).sum(1).mean())

@@ -1,0 +1,162 @@
+"""The one QAT loop: optimiser and schedule, range freezing, precision, gradient sync, loss logging.
+
+Every method trains the quantized model through :func:`train`; what differs between methods is a
+:class:`Recipe`: how a step's batch is drawn and its loss computed (``loss``), and what happens
+around the Q step (GDFQ's generator step before it, ZAQ's adversarial step after every k of them).
+Device placement, mixed precision and data parallelism are therefore written once, here:
+
+* Adam over two groups (weights/biases at ``lr``, learned ranges and scales at ``quant_lr``), cosine
+  decay over ``steps``; EMA ranges freeze at ``ema_freeze_step``;
+* the forward passes run under ``placement.autocast()``; fp16 gets a GradScaler (bf16 needs none);
+* with several ranks, gradients are averaged before each optimiser step and EMA ranges after it
+  (:mod:`pipeline.train.distributed`), so every rank keeps the same student;
+* losses stay on the device and are read every ``log_every`` steps (no host sync per step); the
+  progress bar shows the loss, steps/s and images/s.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from pipeline.progress import progress
+from pipeline.quant.prepare import quantizers
+from pipeline.quant.quantizers import ActQuantizer, WeightQuantizer
+from pipeline.quant.settings import QATSettings
+from pipeline.train import distributed
+from pipeline.train.placement import CPU, Placement
+
+Backward = Callable[[torch.Tensor], None]
+
+
+class Recipe:
+    """What a method supplies to the loop. ``loss`` is required; the hooks default to nothing."""
+
+    images_per_step: int = 0  # for the images/s readout
+
+    def before_step(self, step: int) -> None:
+        """Before the Q step (GDFQ: one generator step)."""
+
+    def loss(self, step: int, backward: Backward) -> torch.Tensor:
+        """Draw the step's batch, compute the Q loss under autocast, call ``backward`` on it (once or more);
+        return the step's loss, detached: a scalar, or a vector of terms the curve adds up."""
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """After the Q step (ZAQ: the adversarial generator step every k Q steps)."""
+
+
+class OptimizerStep:
+    """One step of a second optimiser (a generator's) with the loop's precision handling and gradient averaging.
+
+    ``zero_grad → backward → average across ranks → step``, with its own GradScaler under fp16.
+    """
+
+    def __init__(self, opt: torch.optim.Optimizer, placement: Placement = CPU) -> None:
+        self.opt = opt
+        self.params = [p for g in opt.param_groups for p in g["params"]]
+        self.scaler = torch.amp.GradScaler(placement.device.type) if placement.precision == "fp16" else None
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        distributed.average_gradients(self.params)
+        if self.scaler is not None:
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            self.opt.step()
+
+
+def param_groups(model: nn.Module, s: QATSettings) -> list[dict]:
+    """Weights/biases and the quantizers' learned ranges/scales, at their own learning rates."""
+    quant_params, weights = [], []
+    quant_ids = set()
+    for m in model.modules():
+        if isinstance(m, (ActQuantizer, WeightQuantizer)):
+            for p in m.parameters(recurse=False):
+                if p.requires_grad:
+                    quant_params.append(p)
+                quant_ids.add(id(p))
+    for p in model.parameters():
+        if id(p) not in quant_ids and p.requires_grad:
+            weights.append(p)
+    return [{"params": weights, "lr": s.lr, "weight_decay": s.weight_decay}, {"params": quant_params, "lr": s.quant_lr, "weight_decay": 0.0}]
+
+
+def make_optimizer(student: nn.Module, settings: QATSettings) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam, weights and ranges apart, cosine decay over ``settings.steps``: the Q optimiser of every method."""
+    opt = torch.optim.Adam(param_groups(student, settings))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, settings.steps))))
+    return opt, sched
+
+
+def start_training(student: nn.Module, teacher: nn.Module) -> None:
+    """Teacher and student in eval (BN frozen, GDFQ/HAST), quantizers in train mode (EMA ranges move)."""
+    teacher.eval()
+    student.eval()
+    for q in quantizers(student):
+        q.train()
+
+
+def step_ranges(student: nn.Module, settings: QATSettings, step: int) -> None:
+    if settings.ema_freeze_step and step == settings.ema_freeze_step:
+        for q in quantizers(student):
+            q.ema_frozen = True
+
+
+def finish_training(student: nn.Module) -> None:
+    for q in quantizers(student):
+        q.eval()
+
+
+def ema_ranges(student: nn.Module) -> list[torch.Tensor]:
+    """The range parameters that move by EMA, not by gradients: averaged across ranks after every step."""
+    return [p for q in quantizers(student) if isinstance(q, ActQuantizer) and q.mode == "ema" for p in (q.lo, q.hi)]
+
+
+def train(student: nn.Module, teacher: nn.Module, recipe: Recipe, settings: QATSettings, placement: Placement = CPU,
+          desc: str = "qat", log_every: int = 10) -> list[float]:
+    """Run ``settings.steps`` Q steps of ``recipe`` on ``student`` (already calibrated); returns the loss curve."""
+    opt, sched = make_optimizer(student, settings)
+    scaler = torch.amp.GradScaler(placement.device.type) if placement.precision == "fp16" else None
+    params = [p for g in opt.param_groups for p in g["params"]]
+    emas = ema_ranges(student)
+    start_training(student, teacher)
+
+    def backward(loss: torch.Tensor) -> None:
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+
+    losses: list[torch.Tensor] = []
+    bar = progress(range(settings.steps), desc=desc)
+    t0, logged = time.perf_counter(), 0
+    for step in bar:
+        step_ranges(student, settings, step)
+        recipe.before_step(step)
+        opt.zero_grad(set_to_none=True)
+        with placement.autocast():
+            total = recipe.loss(step, backward)
+        distributed.average_gradients(params)
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        sched.step()
+        if emas:
+            with torch.no_grad():
+                distributed.average_(emas)
+        losses.append(total.detach())
+        recipe.after_step(step)
+        if (step + 1) % log_every == 0 or step + 1 == settings.steps:  # the only host sync: every log_every steps
+            dt = max(time.perf_counter() - t0, 1e-9)
+            rate = (step + 1 - logged) / dt
+            bar.set_postfix(loss=f"{float(losses[-1].double().sum()):.4f}", steps_s=f"{rate:.2f}",
+                            img_s=f"{rate * recipe.images_per_step * placement.world_size:.0f}")
+            t0, logged = time.perf_counter(), step + 1
+    finish_training(student)
+    return [float(v) for v in torch.stack([t.double().reshape(-1).sum() for t in losses]).cpu()] if losses else []
