@@ -109,6 +109,7 @@ class BNInversion(Strategy):
         for p in teacher.parameters():
             p.requires_grad_(False)
         from pipeline.train.distributed import rank_seed
+        from pipeline.train.engine import step_scope
 
         place = self.placement
         device = place.device
@@ -138,18 +139,19 @@ class BNInversion(Strategy):
                 opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.9))
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iterations, eta_min=cfg.lr * 0.01)
                 for it in range(cfg.iterations):
-                    with place.autocast():
-                        logits = teacher(aug.apply(augs, x, gen))
-                    loss = cfg.bn_weight * bn_statistics_loss(hook, targets, cfg.stat_loss, cfg.first_bn_weight)
-                    loss = loss + cfg.label_weight * label_loss(logits, y, cfg.label_loss, cfg.focal_gamma)
-                    loss = loss + cfg.tv_weight * total_variation(x) + cfg.l2_weight * l2_norm(x, mean)
-                    loss = loss + self.extra_loss(x, card)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    with torch.no_grad():
-                        x.clamp_(lo, hi)
+                    with step_scope():
+                        with place.autocast():
+                            logits = teacher(aug.apply(augs, x, gen))
+                        loss = cfg.bn_weight * bn_statistics_loss(hook, targets, cfg.stat_loss, cfg.first_bn_weight)
+                        loss = loss + cfg.label_weight * label_loss(logits, y, cfg.label_loss, cfg.focal_gamma)
+                        loss = loss + cfg.tv_weight * total_variation(x) + cfg.l2_weight * l2_norm(x, mean)
+                        loss = loss + self.extra_loss(x, card)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        sched.step()
+                        with torch.no_grad():
+                            x.clamp_(lo, hi)
                     bar.update(1)
                     if (it + 1) % 25 == 0:  # a host read of the loss every 25 steps, not every step
                         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)

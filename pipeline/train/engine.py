@@ -16,6 +16,7 @@ Device placement, mixed precision and data parallelism are therefore written onc
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -31,6 +32,14 @@ from pipeline.train import distributed
 from pipeline.train.placement import CPU, Placement
 
 Backward = Callable[[torch.Tensor], None]
+
+# A context manager factory entered around every training and synthesis step, or None. Tests install one that
+# checks every tensor a step creates lives on the placement's device (tests/test_host_training.py).
+STEP_SCOPE: Callable[[], contextlib.AbstractContextManager] | None = None
+
+
+def step_scope() -> contextlib.AbstractContextManager:
+    return STEP_SCOPE() if STEP_SCOPE is not None else contextlib.nullcontext()
 
 
 class Recipe:
@@ -135,23 +144,24 @@ def train(student: nn.Module, teacher: nn.Module, recipe: Recipe, settings: QATS
     bar = progress(range(settings.steps), desc=desc)
     t0, logged = time.perf_counter(), 0
     for step in bar:
-        step_ranges(student, settings, step)
-        recipe.before_step(step)
-        opt.zero_grad(set_to_none=True)
-        with placement.autocast():
-            total = recipe.loss(step, backward)
-        distributed.average_gradients(params)
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        sched.step()
-        if emas:
-            with torch.no_grad():
-                distributed.average_(emas)
-        losses.append(total.detach())
-        recipe.after_step(step)
+        with step_scope():
+            step_ranges(student, settings, step)
+            recipe.before_step(step)
+            opt.zero_grad(set_to_none=True)
+            with placement.autocast():
+                total = recipe.loss(step, backward)
+            distributed.average_gradients(params)
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
+            sched.step()
+            if emas:
+                with torch.no_grad():
+                    distributed.average_(emas)
+            losses.append(total.detach())
+            recipe.after_step(step)
         if (step + 1) % log_every == 0 or step + 1 == settings.steps:  # the only host sync: every log_every steps
             dt = max(time.perf_counter() - t0, 1e-9)
             rate = (step + 1 - logged) / dt

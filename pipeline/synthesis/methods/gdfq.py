@@ -94,9 +94,10 @@ class GDFQ(Strategy):
         self.prepare(teacher, card, calib)
         with self.probe(teacher) as probe:
             for step in progress(range(self.cfg.warmup_steps), desc=f"{self.name} generator warm-up"):
-                with place.autocast():
-                    loss = self.generator_loss(probe, sampler, step)
-                step_g(loss)
+                with engine.step_scope():
+                    with place.autocast():
+                        loss = self.generator_loss(probe, sampler, step)
+                    step_g(loss)
         return g
 
     def prepare(self, teacher: torch.nn.Module, card: ModelCard, calib: RealData | None) -> None:
