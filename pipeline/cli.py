@@ -87,6 +87,10 @@ def _run(args: argparse.Namespace, until: str | None) -> int:
     rank, world, local = distributed.env_ranks()  # under torchrun: this process's place among the ranks
     placement = Placement.resolve(cfg.host.accelerator, cfg.host.precision, rank, world, local)
     distributed.init(placement.device)
+    if placement.device.type == "cuda":
+        import torch
+
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if placement.is_main else (lambda m: None)
     ctx = RunContext(cfg, run_dir, log=log, placement=placement)
     try:

@@ -25,7 +25,8 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "setup: installing into .venv (torch first, so pip takes the local CPU wheel where one exists)"
     .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q "torch==2.13.0"
+    # TORCH_INDEX_URL picks another torch build (e.g. https://download.pytorch.org/whl/cu126 on a GPU host)
+    .venv/bin/pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
     .venv/bin/pip install -q -e ".[test]"
     echo "$want" > "$stamp"
 fi

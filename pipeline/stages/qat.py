@@ -88,7 +88,8 @@ def run(ctx: RunContext) -> None:
         "holdout_agreement_after_init": start, "holdout_agreement_after_qat": end,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "loss_curve": [round(v, 5) for v in losses[:: max(1, len(losses) // 100)]],
-        "placement": place.describe(),
+        "placement": {**place.describe(), **({"peak_gpu_mib": round(torch.cuda.max_memory_allocated(place.device) / 2**20, 1)}
+                                             if place.device.type == "cuda" else {})},
     })
 
 
