@@ -159,17 +159,24 @@ class Runner:
             self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.ctx.layout.config, self.ctx.cfg.to_dict())
         devices = distributed.gather(self.ctx.placement.describe()["devices"][0])  # every rank's device, for provenance
+        # The ranks work together up to the last stage that uses them; after it rank 0 goes on alone (no collective
+        # calls, so a long export or check cannot time out a waiting rank) and the other ranks are done.
+        last_together = max((i for i, s in enumerate(self.stages[: last + 1]) if s.ranks), default=-1)
         for i, stage in enumerate(self.stages[: last + 1]):
+            together = i <= last_together
+            if not together and not self.main:
+                break
             key = self.key(stage) if self.main else None
-            skip = distributed.broadcast(i < redo and self.fresh(stage, key) if self.main else None)
-            if skip:
+            fresh = i < redo and self.fresh(stage, key) if self.main else None
+            if distributed.broadcast(fresh) if together else fresh:
                 self.ctx.log(f"[{stage.name}] up to date, skipped")
                 continue
             self.ctx.log(f"[{stage.name}] running")
             t0 = time.time()
             if stage.ranks or self.main:
                 stage.run(self.ctx)
-            distributed.barrier()  # the stage's files are written (rank 0) before any rank reads them
+            if together:
+                distributed.barrier()  # the stage's files are written (rank 0) before any rank reads them
             if not self.main:
                 continue
             outputs = {str(p.relative_to(self.ctx.run_dir)): sha256_file(p) for p in stage.outputs(self.ctx)}

@@ -56,7 +56,7 @@ def test_act_quantizer_qparams_and_a8_deployment_of_a4():
     # deployed at 8 bits inside the same clipping range [-1.0, 2.0]
     grid = act_grid(q)  # the deployed grid (A<8 → A8)
     s8, zp8 = q.qparams(8)
-    assert grid.scale == pytest.approx(float(s8)) and grid.zero_point == int(zp8) and grid.trained_bits == 4
+    assert grid.scale == pytest.approx(float(s8.detach())) and grid.zero_point == int(zp8) and grid.trained_bits == 4
     s8, zp8, bits = grid.scale, grid.zero_point, grid.bits
     assert bits == 8 and s8 == pytest.approx(3.0 / 255) and zp8 == 85
     x = torch.tensor([-5.0, -1.0, 0.0, 0.31, 2.0, 7.0])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -43,11 +44,13 @@ def init(device: torch.device) -> None:
     rank, world, local = env_ranks()
     if world <= 1 or dist.is_initialized():
         return
+    # Ranks wait at a barrier while rank 0 alone writes the held-out set: allow an hour, not the 10-minute default.
+    timeout = timedelta(hours=1)
     if device.type == "cuda":
         torch.cuda.set_device(local)
-        dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local), timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
 
 
 def shutdown() -> None:

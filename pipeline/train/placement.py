@@ -91,9 +91,9 @@ class Placement:
         if self.device.type == "cuda":
             names = [torch.cuda.get_device_name(self.device)]
         else:
-            import platform
+            from devices.environment import cpu_model
 
-            names = [platform.processor() or platform.machine()]
+            names = [cpu_model()]
         return {"accelerator": self.device.type, "precision": self.precision, "world_size": self.world_size, "devices": names}
 
 
