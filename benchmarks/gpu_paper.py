@@ -26,15 +26,12 @@ def run(method: str, precision: str, root: Path, npz: Path) -> dict:
     from pipeline.layout import RunLayout
     from pipeline.runner import RunContext, Runner
     from pipeline.stages import STAGES
-    from pipeline.train.placement import Placement
-
     out = root / f"{method}-w4a4-{precision}"
     cli = {"synthesis.method": method, "qat.bits": "w4a4", "export.targets": ["onnx"], "check.eval_data": str(npz),
            "check.bench": False, "out": str(out), "host.accelerator": "cuda", "host.precision": precision}
     cfg = build_config("paper", None, cli)
-    place = Placement.resolve("cuda", precision)
     t0 = time.time()
-    Runner(STAGES, RunContext(cfg, out, log=lambda m: print(m, file=sys.stderr, flush=True), placement=place)).run()
+    Runner(STAGES, RunContext(cfg, out, log=lambda m: print(m, file=sys.stderr, flush=True))).run()
     lay = RunLayout(out)
     manifest, qat, check = (json.loads(p.read_text()) for p in (lay.manifest, lay.qat_metrics, lay.check_result))
     art = next(a for a in check["artifacts"].values() if a["precision"] != "fp32")

@@ -47,6 +47,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="seed for synthesis and QAT")
     g.add_argument("--accelerator", choices=["auto", "cpu", "cuda"],
                    help="where synthesis and QAT run (default auto: CUDA when this torch build sees a GPU)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the FP model for synthesis (faster after a minute of compilation; long budgets)")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast for synthesis and QAT (default auto: bf16 on a GPU that has it, else fp16; fp32 on the CPU); "
                         "fake-quant rounding, scales and losses stay fp32")
@@ -67,6 +69,8 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
         "export.targets": targets, "check.eval_data": args.eval_data, "out": args.out, "synthesis.calib_data": args.calib_data,
         "host.accelerator": args.accelerator, "host.precision": args.precision,
     }
+    if getattr(args, "compile", False):
+        cli["host.compile"] = True
     if args.seed is not None:
         cli.update({"synthesis.seed": args.seed, "qat.seed": args.seed, "synthesis.holdout_seed": args.seed + 1000})
     if args.no_bench:
@@ -85,7 +89,7 @@ def _run(args: argparse.Namespace, until: str | None) -> int:
     cfg = build_config(args.budget, args.config, _cli_overrides(args), args.set)
     run_dir = Path(cfg.out)
     rank, world, local = distributed.env_ranks()  # under torchrun: this process's place among the ranks
-    placement = Placement.resolve(cfg.host.accelerator, cfg.host.precision, rank, world, local)
+    placement = Placement.resolve(cfg.host.accelerator, cfg.host.precision, rank, world, local, cfg.host.channels_last)
     distributed.init(placement.device)
     if placement.device.type == "cuda":
         import torch

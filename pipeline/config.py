@@ -141,6 +141,12 @@ class HostConfig:
 
     accelerator: Accelerator = "auto"
     precision: Precision = "auto"
+    # NHWC convolutions for synthesis and QAT: 1.59x synthesis, 1.20x QAT steps on this 2-core CPU
+    # (benchmarks/RESULTS.md, "Host throughput"); the artifacts do not change layout because of it.
+    channels_last: bool = True
+    # torch.compile of the FP model for synthesis: 2.77x images/s after ~50 s of compilation on this CPU (worth it for
+    # the fast and paper budgets, not for a smoke run); QAT keeps eager mode (its losses trace the model with fx).
+    compile: bool = False
 
 
 @dataclass(frozen=True)

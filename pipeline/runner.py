@@ -17,7 +17,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import RunConfig
@@ -64,10 +64,13 @@ class RunContext:
     run_dir: Path
     log: Callable[[str], None]
     _cache: dict | None = None
-    placement: Placement = field(default_factory=Placement)  # where synthesis and QAT compute; this process's rank
+    placement: Placement | None = None  # where synthesis and QAT compute, this process's rank; default: from cfg.host
 
     def __post_init__(self) -> None:
         self._cache = {}
+        if self.placement is None:
+            h = self.cfg.host
+            self.placement = Placement.resolve(h.accelerator, h.precision, channels_last=h.channels_last)
 
     def memo(self, key: str, fn: Callable[[], object]) -> object:
         if key not in self._cache:
@@ -83,11 +86,12 @@ class RunContext:
     def teacher_on_device(self):
         """(FP model on the placement's device, its card): what synthesis and QAT use (the CPU one on a CPU run)."""
         model, card = self.teacher()
-        if self.placement.device.type == "cpu":
+        place = self.placement
+        if place.device.type == "cpu" and not place.channels_last:
             return model, card
         import copy
 
-        return self.memo(f"teacher:{self.placement.device}", lambda: (copy.deepcopy(model).to(self.placement.device), card))
+        return self.memo(f"teacher:{place.device}:{place.channels_last}", lambda: (place.model(copy.deepcopy(model)), card))
 
     @property
     def layout(self) -> "RunLayout":

@@ -77,7 +77,8 @@ def test_the_synthetic_set_is_the_union_of_the_ranks_shards(two_rank_run):
     torch.set_num_threads(1)  # as torchrun's workers ran
     try:
         for rank in (0, 1):
-            m = create_method("bn-inversion", {"batch_size": 16, "iterations": 8}, Placement(rank=rank, world_size=2))
+            place = Placement(rank=rank, world_size=2, channels_last=True)  # as the run's default host.channels_last
+            m = create_method("bn-inversion", {"batch_size": 16, "iterations": 8}, place)
             shard = m.synthesize(teacher, card, 8, 0)
             np.testing.assert_array_equal(shard.labels, train.labels[8 * rank : 8 * rank + 8])
             np.testing.assert_allclose(shard.images, train.images[8 * rank : 8 * rank + 8], atol=1e-5)

@@ -28,7 +28,7 @@ class PoolKD(engine.Recipe):
     def __init__(self, student: nn.Module, teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: QATSettings,
                  placement: Placement = CPU, seed: int = 0, extra_loss: ExtraLoss | None = None) -> None:
         self.student, self.teacher, self.s, self.extra_loss = student, teacher, settings, extra_loss
-        self.images, self.labels = images.to(placement.device), labels.to(placement.device)
+        self.images, self.labels = placement.images(images), labels.to(placement.device)
         self.device = placement.device
         self.gen = placement.generator(distributed.rank_seed(seed, placement.rank))
         self.batch = min(distributed.shard(settings.batch_size, placement.rank, placement.world_size), self.images.shape[0])

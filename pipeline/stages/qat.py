@@ -29,9 +29,7 @@ def scheme(ctx: RunContext) -> BitScheme:
 def key_extra(ctx: RunContext) -> dict:
     """What the stage key needs beyond the ``qat`` section: ``auto`` resolves differently for other targets, and the
     device, precision and number of ranks change the numbers."""
-    p = ctx.placement
-    return {"overflow_safe": scheme(ctx).overflow_safe,
-            "placement": {"accelerator": p.device.type, "precision": p.precision, "world_size": p.world_size}}
+    return {"overflow_safe": scheme(ctx).overflow_safe, "placement": ctx.placement.key()}
 
 
 def build_student(ctx: RunContext) -> torch.nn.Module:
@@ -62,7 +60,7 @@ def run(ctx: RunContext) -> None:
                                if place.is_main else None)
     xh = torch.from_numpy(holdout.images)
     torch.manual_seed(q.seed)
-    student = build_student(ctx).to(place.device)
+    student = place.model(build_student(ctx))
     t0 = time.time()
     method_name = train.meta.get("method", ctx.cfg.synthesis.method)
     method = create_method(method_name, train.meta.get("options", ctx.cfg.synthesis.options), place)

@@ -50,14 +50,17 @@ def calibration_data(ctx: RunContext, method_name: str, needs: bool) -> RealData
 
 def key_extra(ctx: RunContext) -> dict:
     """Where the images are made: a device, precision or number of ranks draws other images."""
-    p = ctx.placement
-    return {"placement": {"accelerator": p.device.type, "precision": p.precision, "world_size": p.world_size}}
+    return {"placement": ctx.placement.key(), "compile": ctx.cfg.host.compile}
 
 
 def run(ctx: RunContext) -> None:
     """Every rank synthesizes its shard of the budget from its own seed stream; rank 0 writes their union."""
     teacher, card = ctx.teacher_on_device()
     s, place = ctx.cfg.synthesis, ctx.placement
+    if ctx.cfg.host.compile:
+        import torch
+
+        teacher = torch.compile(teacher)  # module hooks (BN statistics) registered later still fire: dynamo traces them
     method = create_method(s.method, s.options, place)
     calib = calibration_data(ctx, s.method, getattr(method, "needs_calib_data", False))
     ranks = f", {place.world_size} ranks" if place.world_size > 1 else ""

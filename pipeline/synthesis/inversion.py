@@ -135,7 +135,7 @@ class BNInversion(Strategy):
                 sl = slice(b * cfg.batch_size, min(num_images, (b + 1) * cfg.batch_size))
                 y = labels[sl]
                 x = (mean + cfg.init_std * std * torch.randn((y.shape[0], *card.input_shape), generator=gen, device=device)).clamp(lo, hi)
-                x.requires_grad_(True)
+                x = place.images(x).requires_grad_(True)
                 opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.9))
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iterations, eta_min=cfg.lr * 0.01)
                 for it in range(cfg.iterations):

@@ -38,10 +38,11 @@ class Placement:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    channels_last: bool = False  # NHWC activations and weights in the convolutions (faster here: benchmarks/RESULTS.md)
 
     @classmethod
     def resolve(cls, accelerator: str = "auto", precision: str = "auto", rank: int = 0, world_size: int = 1,
-                local_rank: int = 0) -> "Placement":
+                local_rank: int = 0, channels_last: bool = False) -> "Placement":
         """The placement for these choices on this machine; a choice it cannot honour fails with what to do."""
         from pipeline.errors import ConfigError
 
@@ -60,7 +61,25 @@ class Placement:
             raise ConfigError("--precision fp16 needs a CUDA device (it relies on a GradScaler); use bf16 or fp32 on the CPU")
         if precision == "bf16" and use_cuda and not _cuda_bf16():
             raise ConfigError("--precision bf16: this GPU has no bf16 support; use fp16 or fp32")
-        return cls(device, precision, rank, world_size, local_rank)
+        return cls(device, precision, rank, world_size, local_rank, channels_last)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def model(self, m: torch.nn.Module) -> torch.nn.Module:
+        """``m`` on this device, in this memory format (in place, as ``Module.to``)."""
+        return m.to(self.device, memory_format=self.memory_format) if self.channels_last else m.to(self.device)
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """An N×C×H×W batch on this device, in this memory format."""
+        x = x.to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def key(self) -> dict:
+        """What a stage key needs: each of these changes the numbers a stage computes."""
+        return {"accelerator": self.device.type, "precision": self.precision, "world_size": self.world_size,
+                "channels_last": self.channels_last}
 
     @property
     def is_main(self) -> bool:
@@ -94,7 +113,8 @@ class Placement:
             from devices.environment import cpu_model
 
             names = [cpu_model()]
-        return {"accelerator": self.device.type, "precision": self.precision, "world_size": self.world_size, "devices": names}
+        return {"accelerator": self.device.type, "precision": self.precision, "world_size": self.world_size,
+                "channels_last": self.channels_last, "devices": names}
 
 
 CPU = Placement()  # the default: one process, fp32 on the CPU

@@ -76,7 +76,7 @@ class GDFQ(Strategy):
 
     def make_generator(self, card: ModelCard, seed: int) -> Generator:
         torch.manual_seed(seed)  # the run's seed on every rank: data-parallel ranks start from one generator
-        return Generator(self.generator_spec(), card.input_shape, card.num_classes).to(self.placement.device)
+        return self.placement.model(Generator(self.generator_spec(), card.input_shape, card.num_classes))
 
     def probe(self, teacher: torch.nn.Module) -> TeacherProbe:
         return TeacherProbe(teacher, self.name)
@@ -111,7 +111,7 @@ class GDFQ(Strategy):
         return SyntheticSet(images, labels, seed, self.name, meta, extras=state_to_arrays(g))
 
     def restore(self, job: QATJob) -> Generator:
-        g = Generator(self.generator_spec(), job.card.input_shape, job.card.num_classes).to(self.placement.device)
+        g = self.placement.model(Generator(self.generator_spec(), job.card.input_shape, job.card.num_classes))
         arrays_to_state(g, job.pool.extras)
         return g.train()
 

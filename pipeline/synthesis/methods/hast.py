@@ -136,7 +136,7 @@ class HardSampleKD(engine.Recipe):
     def __init__(self, method: HAST, job: QATJob) -> None:
         c, place = method.cfg, method.placement
         self.m, self.c = method, c
-        self.images = torch.from_numpy(job.pool.images).to(place.device)
+        self.images = place.images(torch.from_numpy(job.pool.images))
         self.gen = place.generator(rank_seed(job.seed, place.rank))
         self.augs: list[aug.Augmentation] = []
         if c.qat_rrc_p > 0:

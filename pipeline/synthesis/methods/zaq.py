@@ -77,7 +77,7 @@ class ZAQ(Strategy):
                    calib: RealData | None = None) -> SyntheticSet:
         device = self.placement.device
         torch.manual_seed(seed)  # one initial generator on every rank
-        g = Generator(self.spec(), card.input_shape, card.num_classes).to(device).train()
+        g = self.placement.model(Generator(self.spec(), card.input_shape, card.num_classes)).train()
         images, labels = Sampler(g, card, rank_seed(seed, self.placement.rank)).pool(num_images)
         with torch.no_grad():
             labels = torch.cat([teacher(torch.from_numpy(images[i : i + 128]).to(device)).argmax(1).cpu()
@@ -98,7 +98,7 @@ class Adversarial(engine.Recipe):
     def __init__(self, method: ZAQ, job: QATJob) -> None:
         place = method.placement
         self.c = method.cfg
-        g = Generator(method.spec(), job.card.input_shape, job.card.num_classes).to(place.device)
+        g = place.model(Generator(method.spec(), job.card.input_shape, job.card.num_classes))
         arrays_to_state(g, job.pool.extras)
         g.train()
         self.sampler = Sampler(g, job.card, rank_seed(job.seed + 7, place.rank))
