@@ -152,9 +152,21 @@ def summary_line(result: dict) -> str:
     return " ".join(parts)
 
 
+def _check_writable(out: str) -> None:
+    """Fail before measuring, not after, when the result cannot be written (a container user that does not own a
+    mounted folder: the measurement would be lost)."""
+    if out == "-":
+        return
+    folder = Path(out).resolve().parent
+    if not os.access(folder, os.W_OK):
+        hint = " (in a container: docker run --user \"$(id -u):$(id -g)\" ...)" if Path("/.dockerenv").exists() else ""
+        raise DeviceError(f"cannot write the result into {folder}: it is not writable by uid {os.getuid()}{hint}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _check_writable(args.json_stats)
         result = run(args)
     except DeviceError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -49,7 +49,7 @@ class DockerTarget(Target):
         self.check()
         with tempfile.TemporaryDirectory(prefix="zsq-docker-") as tmp:
             args = stage(job, Path(tmp), with_agent=False)
-            cmd = [self._docker(), "run", "--rm", "--network", "none", "-v", f"{tmp}:/job", "-w", "/job",
+            cmd = [self._docker(), "run", "--rm", "--init", "--network", "none", "-v", f"{tmp}:/job", "-w", "/job",
                    "--user", f"{os.getuid()}:{os.getgid()}"]  # the result is written into this host's temp folder
             if self.spec.platform:
                 cmd += ["--platform", self.spec.platform]
