@@ -21,7 +21,7 @@ DOCKER_BUILDKIT=0 docker build -q --network host --platform "linux/$arch" \
     -t "$tag" . >/dev/null
 echo "docker-image: $tag built in $(( $(date +%s) - t0 )) s: $(docker image inspect --format '{{.Os}}/{{.Architecture}}, {{.Size}} bytes' "$tag")"
 echo "docker-image: layers (size, step):"
-docker history --format '  {{.Size}}\t{{.CreatedBy}}' "$tag" | grep -v '^  0B' | cut -c1-110
+docker history --format '  {{.Size}}\t{{.CreatedBy}}' "$tag" | grep -v '^ *0B' | cut -c1-110
 echo "docker-image: what the venv holds (MB):"
 docker run --rm --network none --entrypoint sh "$tag" -c \
     'du -sm /opt/venv/lib/python3*/site-packages/* | sort -rn | head -8' | sed 's/^/  /'
