@@ -66,8 +66,3 @@ def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> to
     model.eval()
     device = next(model.parameters()).device
     return torch.cat([model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, images.shape[0], batch_size)])
-
-
-# the loop's pieces, for code written against this module before the engine existed
-make_optimizer, start_training, step_ranges, finish_training = (engine.make_optimizer, engine.start_training, engine.step_ranges,
-                                                                engine.finish_training)
