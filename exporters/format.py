@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
-from exporters.artifact import Artifact, IntegerCoverage, require_integer
+from exporters.artifact import Artifact, IntegerCoverage
 from exporters.errors import ExportError
 from exporters.spec import DeploymentSpec, IOContract
 from runtimes.formats import FormatInfo
@@ -130,4 +130,4 @@ class Format:
                 os.replace(f, path.parent / f.name)
 
 
-__all__ = ["ExportInputs", "Format", "NoOptions", "require_integer"]
+__all__ = ["ExportInputs", "Format", "NoOptions"]

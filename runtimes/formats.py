@@ -69,6 +69,3 @@ def artifact_files(path: str | Path) -> list[Path]:
         return [path]
     return [path] + [p for p in info.files(path)[1:] if p.exists()]
 
-
-def is_artifact(path: str | Path) -> bool:
-    return Path(path).suffix in BY_SUFFIX

@@ -11,7 +11,7 @@ import numpy as np
 from exporters.artifact import Artifact, IntegerCoverage
 from exporters.format import ExportInputs, Format
 from exporters.onnx import OPSET, export_fp32, export_qdq
-from exporters.openvino.export import check_integer_openvino, export_ir, ir_files, openvino_coverage
+from exporters.openvino.export import check_integer_openvino, export_ir, openvino_coverage
 from runtimes.formats import BY_NAME
 from runtimes.openvino_backend import DEFAULT_PRECISION_HINT
 
@@ -52,4 +52,4 @@ class OpenVinoFormat(Format):
 
 FORMAT = OpenVinoFormat()
 
-__all__ = ["FORMAT", "OpenVinoOptions", "check_integer_openvino", "export_ir", "ir_files", "openvino_coverage"]
+__all__ = ["FORMAT", "OpenVinoOptions", "check_integer_openvino", "export_ir", "openvino_coverage"]

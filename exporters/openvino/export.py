@@ -24,9 +24,10 @@ import numpy as np
 from exporters.artifact import Artifact, IntegerCoverage, require_integer
 from exporters.errors import ExportError
 from exporters.spec import IOContract
+from runtimes.formats import BY_NAME
 from runtimes.openvino_coverage import classify, openvino_coverage
 
-__all__ = ["check_integer_openvino", "export_ir", "ir_files", "openvino_coverage"]
+__all__ = ["check_integer_openvino", "export_ir", "openvino_coverage"]
 
 
 def _ov():
@@ -35,12 +36,6 @@ def _ov():
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise ExportError("the openvino target needs OpenVINO: pip install openvino") from exc
     return ov
-
-
-def ir_files(xml_path: Path) -> list[Path]:
-    """The files of one IR: the .xml graph and the .bin weights beside it."""
-    xml_path = Path(xml_path)
-    return [xml_path, xml_path.with_suffix(".bin")]
 
 
 def export_ir(onnx_path: Path, ir_path_xml: Path, precision: str, contract: IOContract) -> Artifact:
@@ -62,7 +57,7 @@ def export_ir(onnx_path: Path, ir_path_xml: Path, precision: str, contract: IOCo
         os.replace(tmp_bin, bin_path)  # weights first: the .xml appearing is the commit
         os.replace(tmp_xml, xml)
     ins, outs = contract.edges()
-    size = sum(p.stat().st_size for p in ir_files(xml))
+    size = sum(p.stat().st_size for p in BY_NAME["openvino"].files(xml))
     notes = {"source_onnx": onnx_path.name, "weights_file": bin_path.name, "xml_bytes": xml.stat().st_size,
              "bin_bytes": bin_path.stat().st_size, "compress_to_fp16": False, "openvino": ov.__version__.split("-")[0]}
     if precision != "fp32":

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pipeline.train.placement import fp32_op
+
 
 class _InitFlag:
     """``initialized`` is a buffer (it travels in the state dict), mirrored in Python so a forward pass on a GPU does
@@ -118,11 +120,9 @@ class WeightQuantizer(_InitFlag, nn.Module):
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
             return w
-        if torch.is_autocast_enabled(w.device.type):  # rounding, clamping and the scale stay in fp32 under autocast
-            with torch.autocast(device_type=w.device.type, enabled=False):
-                return self._quantize(w.float())
         return self._quantize(w)
 
+    @fp32_op  # rounding, clamping and the scale stay in fp32 under autocast
     def _quantize(self, w: torch.Tensor) -> torch.Tensor:
         shape = (-1,) + (1,) * (w.dim() - 1)
         if not self.symmetric:  # GDFQ/ZeroQ: asymmetric per-channel min/max, recomputed every call
@@ -217,11 +217,9 @@ class ActQuantizer(_InitFlag, nn.Module):
             return x
         if not self.enabled:
             return x
-        if torch.is_autocast_enabled(x.device.type):  # the grid, the range and their gradients stay in fp32 under autocast
-            with torch.autocast(device_type=x.device.type, enabled=False):
-                return self._quantize(x.float())
         return self._quantize(x)
 
+    @fp32_op  # the grid, the range and their gradients stay in fp32 under autocast
     def _quantize(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "ema" and self.training and not self.ema_frozen:
             self._ema_update(x)

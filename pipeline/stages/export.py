@@ -46,7 +46,7 @@ def run(ctx: RunContext) -> None:
         ctx.log("  qat.profile=paper reproduces published tables (BN unfolded, asymmetric weights): no integer artifact, FP32 only")
     settings = ctx.cfg.section("export")
     artifacts: list[Artifact] = []
-    for name in registry.resolve(ctx.cfg.export.targets):
+    for name in ctx.cfg.export.targets:  # canonical format names: the config resolved aliases and "all" once
         fmt = registry.get(name)
         options = fmt.options(settings)
         artifacts.append(fmt.write_float(inputs, ctx.layout.artifact("fp32", fmt.info), options))

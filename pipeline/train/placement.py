@@ -9,7 +9,7 @@ models, generators, quantizer parameters, synthetic batches and random draws all
 
 Reduced precision is autocast only: parameters, optimiser state, fake-quant rounding and clamping,
 scales and zero points, BN-statistics losses and KL/KD stay in fp32 (each of those computes with
-autocast switched off, see :func:`fp32`).
+autocast switched off, see :func:`fp32_op`).
 """
 
 from __future__ import annotations
@@ -118,16 +118,6 @@ class Placement:
 
 
 CPU = Placement()  # the default: one process, fp32 on the CPU
-
-
-def fp32(x: torch.Tensor) -> contextlib.AbstractContextManager:
-    """Autocast off on ``x``'s device, for the numerically delicate parts (rounding, clamping, scales, statistics, KL).
-
-    Inside, inputs must be cast with ``.float()``: autocast-produced bf16/fp16 tensors stay what they are.
-    """
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.autocast(device_type=x.device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def _first_tensor(obj: object) -> torch.Tensor | None:
