@@ -13,13 +13,13 @@ benchmark_app (``--json_stats``, ``-m``) and onnxruntime_perf_test (``-r`` for r
 Defaults: warm-up ≥ 10 runs and 1 s, then ≥ 200 runs and 10 s (``--full``: 1024 runs and
 60 s), 3 trials, 5 cold starts, threads 1 and N pinned to the big cores (``--cpu_mask``).
 Exit status: 0 with a result (its ``status`` says ``ok`` or ``mismatch``), 2 on bad input
-or a failed measurement (one line on stderr).
+or a failed measurement (one line on stderr), 3 when the result was measured but could not be
+written to ``--json_stats`` (disk full): it is on stdout instead, and the one line says so.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -93,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def settings_from_args(args: argparse.Namespace):
-    from devices.protocol import ProtocolSettings, parse_cpu_mask
+def _bench_settings(args: argparse.Namespace) -> dict:
+    """The timing-loop settings of ``args`` (``--full`` raises the defaults), checked: DeviceError when they cannot run."""
     from runtimes.benchmark import FULL, BenchSettings
 
     base = FULL if args.full else BenchSettings()
@@ -106,12 +106,26 @@ def settings_from_args(args: argparse.Namespace):
         BenchSettings(**bench)
     except ValueError as exc:
         raise DeviceError(f"bad benchmark settings: {exc}") from None
+    return bench
+
+
+def _threads(text: str) -> tuple[int, ...]:
+    try:
+        threads = tuple(int(t) for t in str(text).split(",") if t.strip())
+    except ValueError:
+        threads = ()
+    if not threads:
+        raise DeviceError(f"bad --num_threads {text!r}: give a count or a comma list such as 1,4")
+    return threads
+
+
+def settings_from_args(args: argparse.Namespace):
+    from devices.protocol import ProtocolSettings, parse_cpu_mask
+
+    bench = _bench_settings(args)
     cpus = parse_cpu_mask(args.cpu_mask)
     if args.num_threads:
-        try:
-            threads = tuple(int(t) for t in str(args.num_threads).split(",") if t.strip())
-        except ValueError:
-            raise DeviceError(f"bad --num_threads {args.num_threads!r}: give a count or a comma list such as 1,4") from None
+        threads = _threads(args.num_threads)
     else:
         n = len(cpus) if cpus else (os.cpu_count() or 1)
         threads = (1, n) if n > 1 else (1,)
@@ -119,11 +133,82 @@ def settings_from_args(args: argparse.Namespace):
                             cooldown_secs=args.cooldown_secs, max_cooldown_secs=args.max_cooldown_secs, full=args.full)
 
 
+class _RaisingParser(argparse.ArgumentParser):
+    """argparse that raises DeviceError instead of printing usage and exiting: for checking flags inside another program."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise DeviceError(message)
+
+
+def _check_cpu_mask_syntax(text: str) -> None:
+    """The ``--cpu_mask`` forms, without asking which cores are online (that is the device's business, not the host's)."""
+    from devices.environment import parse_cpu_list
+
+    if text.lower() in ("big", "none", "no", "all"):
+        return
+    try:
+        if "-" in text or "," in text:
+            cpus = parse_cpu_list(text)
+        else:
+            bits = int(text, 16)
+            cpus = [i for i in range(bits.bit_length()) if bits >> i & 1]
+    except ValueError:
+        cpus = []
+    if not cpus:
+        raise DeviceError(f"bad cpu mask {text!r}: give big, none, a hex mask like f0 or a list like 4-7")
+
+
+def validate_bench_args(flags: list[str]) -> list[str]:
+    """``flags`` (e.g. ``pipeline run --bench-args``) checked as the agent will parse them; the same flags, canonically spelled.
+
+    Called before any stage runs, so a typo fails in a second, not after hours of training. Only the
+    measurement flags are accepted (the run sets ``--graph``, ``--json_stats`` and the reference itself),
+    and abbreviations are not: one unique among the bench flags can mean another flag to the agent.
+    Raises DeviceError (one line naming the bad flag, with close matches) otherwise.
+    """
+    import difflib
+
+    from devices.protocol import ProtocolSettings
+
+    p = _RaisingParser(prog="--bench-args", add_help=False, allow_abbrev=False)
+    add_bench_flags(p)
+    bench_opts = [o for a in p._actions for o in a.option_strings]
+    run_opts = {o for a in build_parser()._actions for o in a.option_strings} - set(bench_opts)
+    try:
+        args, extra = p.parse_known_args(list(flags))
+    except DeviceError as exc:
+        raise DeviceError(f"--bench-args: {exc}") from None
+    for word in extra:
+        flag = word.split("=", 1)[0]
+        if flag in run_opts:
+            raise DeviceError(f"--bench-args: {flag!r} is not a bench flag (the run passes the artifact, reference and output "
+                              f"flags itself); bench flags: {', '.join(_long(bench_opts))}")
+        if flag.startswith("-"):
+            spelled = "--" + flag.lstrip("-").replace("-", "_")  # --num-run and --num_run alike
+            close = difflib.get_close_matches(spelled, _long(bench_opts), n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"bench flags: {', '.join(_long(bench_opts))}"
+            raise DeviceError(f"--bench-args: unknown bench flag {flag!r}; {hint}")
+        raise DeviceError(f"--bench-args: {word!r} is not a flag or a flag's value (quote values with spaces)")
+    try:
+        _bench_settings(args)
+        if args.cpu_mask:
+            _check_cpu_mask_syntax(args.cpu_mask)
+        threads = _threads(args.num_threads) if args.num_threads else (1,)
+        ProtocolSettings(bench={}, threads=threads, cpus=None, trials=args.trials, cold_starts=args.cold_starts)
+    except DeviceError as exc:
+        raise DeviceError(f"--bench-args {' '.join(flags)}: {exc}") from None
+    return bench_args(args, p.parse_args([]))
+
+
+def _long(options: list[str]) -> list[str]:
+    return [o for o in options if o.startswith("--") and "-" not in o[2:]]
+
+
 def write_atomic(path: Path, text: str) -> None:
+    from runtimes.atomic import write_text
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -152,21 +237,67 @@ def summary_line(result: dict) -> str:
     return " ".join(parts)
 
 
-def _check_writable(out: str) -> None:
-    """Fail before measuring, not after, when the result cannot be written (a container user that does not own a
-    mounted folder: the measurement would be lost)."""
+def check_output(out: str) -> None:
+    """Fail before measuring, not after, when the result cannot be written where ``--json_stats`` says: a folder, a
+    path under a file, a folder this user cannot write (a container user that does not own a mounted folder), a
+    read-only filesystem. Probed with a real file, so root and read-only mounts are judged right too."""
     if out == "-":
         return
-    folder = Path(out).resolve().parent
-    if not os.access(folder, os.W_OK):
+    from devices.results import check_writable
+
+    path = Path(out)
+    if path.is_dir():
+        raise DeviceError(f"--json_stats {out} is a folder: name a file in it, e.g. {path / 'result.json'}")
+    if path.exists() and not path.is_file():  # /dev/stdout, a fifo: written into, not replaced
+        if not os.access(path, os.W_OK):
+            raise DeviceError(f"cannot write the result into {out}: it is not writable by uid {os.getuid()}")
+        return
+    why = check_writable(path.parent)
+    if why:
+        if why.endswith("is not a folder"):
+            raise DeviceError(f"cannot write the result to {out}: {why}")
         hint = " (in a container: docker run --user \"$(id -u):$(id -g)\" ...)" if Path("/.dockerenv").exists() else ""
-        raise DeviceError(f"cannot write the result into {folder}: it is not writable by uid {os.getuid()}{hint}")
+        raise DeviceError(f"cannot write the result into {path.parent.resolve()}: {why}{hint}")
+
+
+def deliver(text: str, out: str) -> str | None:
+    """Put the result where ``--json_stats`` says; None when it went there, else the one-line error saying where it went.
+
+    The measurement is never lost to a late failure (disk full, the folder removed meanwhile): the JSON goes
+    to stdout instead (what the hosts' targets read back), and to a file in the temp folder if even that fails.
+    """
+    from devices.results import keep
+
+    if out == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return None
+    path = Path(out)
+    try:
+        if path.exists() and not path.is_file():
+            with open(path, "w") as f:
+                f.write(text)
+        else:
+            write_atomic(path, text)
+        return None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        went = "stdout"
+    except OSError:
+        kept = keep(text, path.name)
+        went = str(kept) if kept else "nowhere (no writable place left): run again with --json_stats -"
+    return f"could not write the result to {out} ({why}); the result JSON went to {went} instead"
 
 
 def main(argv: list[str] | None = None) -> int:
+    from devices.results import RESULT_ON_STDOUT, dumps
+
     args = build_parser().parse_args(argv)
     try:
-        _check_writable(args.json_stats)
+        check_output(args.json_stats)
         result = run(args)
     except DeviceError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -174,15 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    text = json.dumps(result, indent=1, default=str) + "\n"
-    if args.json_stats == "-":
-        sys.stdout.write(text)
-    else:
-        write_atomic(Path(args.json_stats), text)
+    failed = deliver(dumps(result), args.json_stats)
     if not args.quiet:
         print(f"agent: {summary_line(result)}", file=sys.stderr)
         for f in result["flags"]:
             print(f"agent: flag: {f}", file=sys.stderr)
+    if failed:
+        print(f"error: {failed}", file=sys.stderr)
+        return RESULT_ON_STDOUT
     return 0
 
 

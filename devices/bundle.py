@@ -87,24 +87,21 @@ def job_for(artifact: str | Path) -> BenchJob:
 
 
 def write_bundle(folder: Path, inputs, references: dict, artifacts: dict) -> Path:
-    """Write ``inputs`` and ``references`` (name → array) as .npy and the index; temp files renamed into place."""
-    import os
-
+    """Write ``inputs`` and ``references`` (name → array) as .npy and the index, each atomically (:mod:`runtimes.atomic`)."""
     import numpy as np
+
+    from runtimes.atomic import atomic_path, write_json
 
     folder.mkdir(parents=True, exist_ok=True)
 
     def save(name: str, arr) -> str:
-        tmp = folder / f".{name}.tmp.npy"
-        np.save(tmp, np.ascontiguousarray(arr))
-        os.replace(tmp, folder / name)
+        with atomic_path(folder / name, suffix=".npy") as tmp:
+            np.save(tmp, np.ascontiguousarray(arr))
         return name
 
     index = {"schema": SCHEMA, "inputs": save("inputs.npy", inputs),
              "references": {k: save(f"expected.{k}.npy", v) for k, v in references.items()}, "artifacts": artifacts}
-    tmp = folder / (BUNDLE + ".tmp")
-    tmp.write_text(json.dumps(index, indent=2) + "\n")
-    os.replace(tmp, folder / BUNDLE)
+    write_json(folder / BUNDLE, index, indent=2)
     return folder / BUNDLE
 
 

@@ -119,11 +119,20 @@ def load(path: Path | None = None) -> dict[str, DeviceSpec]:
 
 
 def resolve(name_or_url: str, path: Path | None = None) -> DeviceSpec:
+    """The device named (or the URL given), its URL checked: a bad one fails here, before any stage runs or ssh/adb/docker starts."""
     devices = load(path)
     if name_or_url in devices:
-        return devices[name_or_url]
+        return check_url(devices[name_or_url])
     if "://" in name_or_url or name_or_url.startswith("docker:"):
-        return DeviceSpec(name_or_url, name_or_url)
+        return check_url(DeviceSpec(name_or_url, name_or_url))
     close = difflib.get_close_matches(name_or_url, devices, n=1)
     raise DeviceError(f"unknown device {name_or_url!r}" + (f"; did you mean {close[0]!r}?" if close else "") +
                       f"; devices: {', '.join(devices)} (or a URL: ssh://user@host[:port], adb://SERIAL, docker:IMAGE)")
+
+
+def check_url(spec: DeviceSpec) -> DeviceSpec:
+    """``spec`` when its target accepts its URL (parsed only: nothing is contacted); DeviceError saying what is wrong otherwise."""
+    from devices.targets import target_for  # the targets import this module
+
+    target_for(spec)
+    return spec

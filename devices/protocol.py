@@ -12,7 +12,6 @@ after. The timing loop itself is :func:`runtimes.benchmark.benchmark`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import statistics
@@ -25,9 +24,8 @@ from pathlib import Path
 from devices import environment
 from devices.errors import DeviceError
 from devices.reference import Tolerance
+from devices.results import SCHEMA, sha256
 from runtimes.formats import BY_RUNTIME, artifact_files
-
-SCHEMA = "zsq.bench/1"
 AGENT_ROOT = Path(__file__).resolve().parent.parent  # the folder holding devices/ and runtimes/
 
 
@@ -73,14 +71,6 @@ def parse_cpu_mask(text: str | None) -> tuple[int, ...] | None:
     if not cpus or not set(cpus) <= online:
         raise DeviceError(f"cpu mask {text!r} names cores {cpus}, but the online cores are {sorted(online)}")
     return tuple(cpus)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 EMULATOR_ENV = "ZSQ_AGENT_EMULATOR"
@@ -218,7 +208,8 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
     return {
         "schema": SCHEMA,
         "artifact": {"name": artifact.name, "files": [f.name for f in files], "size_bytes": sum(f.stat().st_size for f in files),
-                     "sha256": sha256(artifact), "runtime": runtime, "runtime_version": runtime_version, **io},
+                     "sha256": sha256(artifact), "files_sha256": {f.name: sha256(f) for f in files},  # which artifact: reports match on it
+                     "runtime": runtime, "runtime_version": runtime_version, **io},
         "settings": {"bench": asdict(bench), "threads": list(settings.threads), "cpus": cpus, "trials": settings.trials,
                      "cold_starts": settings.cold_starts, "cooldown_secs": settings.cooldown_secs, "full": settings.full},
         "environment": env_before,

@@ -2,21 +2,23 @@
 
 Results go to ``<run>/bench/results/<device>/<artifact>.json`` (the run the artifact
 belongs to, found through its ``bench/`` bundle), or to ``out_dir`` when given, and
-``latency_raw.csv`` beside them holds every timed sample.
+``latency_raw.csv`` beside them holds every timed sample. Every results folder is
+checked writable before anything is measured; a result that still cannot be written
+is kept in a temporary file and the error names it (:func:`devices.results.save`).
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import os
 import re
 from pathlib import Path
 
+from devices import results
 from devices.bundle import BUNDLE_DIR, job_for
 from devices.errors import DeviceError
 from devices.inventory import DeviceSpec
 from devices.targets import target_for
+from runtimes.atomic import atomic_path
 
 RESULTS_DIR = "results"
 
@@ -32,28 +34,20 @@ def results_dir(job, device: DeviceSpec, out_dir: Path | None) -> Path:
     return base / BUNDLE_DIR / RESULTS_DIR / _safe(device.name)
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def write_raw_csv(folder: Path) -> Path:
-    """``latency_raw.csv``: every timed sample of every result in ``folder`` (artifact, threads, trial, run, ms)."""
+    """``latency_raw.csv``: every timed sample of every valid result in ``folder`` (artifact, threads, trial, run, ms)."""
     path = folder / "latency_raw.csv"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["device", "artifact", "runtime", "threads", "trial", "run", "latency_ms"])
-        for res_path in sorted(folder.glob("*.json")):
-            r = json.loads(res_path.read_text())
-            for run in r.get("runs", []):
-                for trial in run.get("trials", []):
-                    for i, v in enumerate(trial.get("samples_ms", [])):
-                        w.writerow([r.get("device", {}).get("name"), r["artifact"]["name"], r["artifact"]["runtime"], run["threads"],
-                                    trial.get("trial", 0), i, v])
-    os.replace(tmp, path)
+    good, _ = results.load_folder(folder)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["device", "artifact", "runtime", "threads", "trial", "run", "latency_ms"])
+            for _, r in good:
+                for run in r["runs"]:
+                    for trial in run.get("trials", []):
+                        for i, v in enumerate(trial.get("samples_ms", [])):
+                            w.writerow([r["device"]["name"], r["artifact"]["name"], r["artifact"]["runtime"], run["threads"],
+                                        trial.get("trial", 0), i, v])
     return path
 
 
@@ -62,6 +56,11 @@ def bench_artifacts(artifacts: list[Path], device: DeviceSpec, agent_args: list[
     """Bench each artifact on ``device``; returns (result path, result) pairs."""
     target = target_for(device)
     jobs = [job_for(a) for a in artifacts]  # fail on a missing artifact before anything runs
+    for folder in dict.fromkeys(results_dir(job, device, out_dir) for job in jobs):  # ... and on a folder the results cannot go to
+        why = results.check_writable(folder)
+        if why:
+            raise DeviceError(f"cannot write device results into {folder} ({why}); nothing was measured: "
+                              "free the folder or give pipeline bench --out a writable one")
     done = []
     for job in jobs:
         log(f"bench {job.artifact.name} on {device.name} ({device.url})"
@@ -71,8 +70,16 @@ def bench_artifacts(artifacts: list[Path], device: DeviceSpec, agent_args: list[
             result["reference_kind"] = job.reference
         folder = results_dir(job, device, out_dir)
         path = folder / f"{job.artifact.name}.json"
-        _write_json(path, result)
-        write_raw_csv(folder)
+        errors = results.validate(result)
+        if errors:
+            kept = results.keep(results.dumps(result), path.name)
+            raise DeviceError(f"{device.name}: the result for {job.artifact.name} does not follow {results.SCHEMA} ({errors[0]}); "
+                              f"kept at {kept}, not in {folder}")
+        results.save(path, result)
+        try:
+            write_raw_csv(folder)
+        except OSError as exc:  # derived from the saved results: rewritten by the next bench
+            log(f"latency_raw.csv in {folder} not updated ({exc.strerror or exc}); the result itself is saved at {path}")
         done.append((path, result))
     return done
 

@@ -12,10 +12,14 @@ __all__ = ["Artifact", "IntegerCoverage", "require_integer"]
 
 
 def require_integer(cov: IntegerCoverage, artifact_name: str, min_share: float, strict_kernels: bool = False) -> None:
-    """The integer gate every exporter runs: fail naming the ops that stay float when the MAC share is below ``min_share``."""
+    """The integer gate every exporter runs: fail naming the ops that stay float when the MAC share is below ``min_share``.
+
+    The share is the runtime's own reading, denied by default: an op the reader does not recognise
+    counts as float (:mod:`runtimes.coverage`), so an LSTM or a custom op can never pass unseen.
+    """
     why = cov.shortfall(artifact_name, min_share, strict_kernels)
     if why:
-        raise ExportError(f"{why}; quantize these layers or lower export.min_integer_coverage")
+        raise ExportError(f"{why}; quantize or replace these ops, or lower export.min_integer_coverage to accept them in float")
 
 
 @dataclass

@@ -26,6 +26,8 @@ from torch import nn
 from exporters.artifact import Artifact, IntegerCoverage
 from exporters.errors import ExportError
 from exporters.spec import DeploymentSpec, IOContract
+from runtimes.atomic import TMP_PREFIX
+from runtimes.faults import point
 from runtimes.formats import FormatInfo
 
 
@@ -101,6 +103,7 @@ class Format:
         with self._staged(path) as tmp_path:
             art = self.export_integer(inputs, tmp_path, options)
             art.notes.update(self.training_notes(inputs.spec, options, art))
+            point("export.before_gate")
             self.integer_gate(art, inputs.sample[:1], inputs.min_integer_coverage, options)
         art.path = Path(path)
         return art
@@ -123,7 +126,7 @@ class Format:
         """
         path = self._check_path(path)
         stem = path.name.removesuffix(path.suffix) + "."
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=f"{TMP_PREFIX}{path.name}.") as tmp:  # swept if killed
             yield Path(tmp) / path.name
             files = [f for f in Path(tmp).iterdir() if f.is_file() and f.name.startswith(stem)]
             for f in sorted(files, key=lambda f: f.name == path.name):

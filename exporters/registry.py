@@ -75,11 +75,22 @@ def get(name: str) -> Format:
 
 
 def resolve(targets: list[str] | tuple[str, ...] | str) -> list[str]:
-    """Canonical format names for what a user wrote: ``all``, aliases, a comma list; duplicates dropped, order kept."""
+    """Canonical format names for what a user wrote: ``all``, aliases, a comma list; order kept.
+
+    The same word twice (``onnx,onnx``) is refused: it is never needed, and is most often a slip for another
+    target (``onnx,openvino``), which a silent merge would hide until the run is over. One format reached two
+    ways (``ort,onnx``, ``all,tflite``) is merged: each spelling is deliberate and the meaning is clear.
+    """
     if isinstance(targets, str):
         targets = [t.strip() for t in targets.split(",") if t.strip()]
+    targets = [t.strip() if isinstance(t, str) else t for t in targets]
+    targets = [t for t in targets if t]  # "onnx," leaves an empty item: nothing was meant by it
     if not targets:
         raise ExportError(f"no target given; available: {', '.join(names())} or {ALL}")
+    twice = sorted({t for t in targets if targets.count(t) > 1})
+    if twice:
+        raise ExportError(f"target {twice[0]!r} is listed twice; give each target once, e.g. --target onnx,openvino "
+                          f"(available: {', '.join(names())} or {ALL})")
     out: list[str] = []
     for t in targets:
         for name in (names() if t == ALL else (get(t).name,)):

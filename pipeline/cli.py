@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
@@ -53,6 +54,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="autocast for synthesis and QAT (default auto: bf16 on a GPU that has it, else fp16; fp32 on the CPU); "
                         "fake-quant rounding, scales and losses stay fp32")
     g.add_argument("--out", help="run folder (default runs/default)")
+    g.add_argument("--force", action="store_true",
+                   help="write into a non-empty folder that is not a run folder, or redo every stage of one whose manifest is corrupt")
+    g.add_argument("--dry-run", action="store_true",
+                   help="validate everything, print the resolved config and which stages would run or are cached; run nothing")
     g.add_argument("--from", dest="redo_from", metavar="STAGE", help="redo this stage and every later one")
     g.add_argument("--no-bench", action="store_true", help="skip latency measurement in the check stage")
     g.add_argument("--device", help="after the run, bench every artifact on this device (name in the devices file, or a URL)")
@@ -62,7 +67,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cli_overrides(args: argparse.Namespace) -> dict:
-    targets = args.target.split(",") if args.target else None  # "all" and aliases resolve in ExportConfig
+    targets = args.target.split(",") if args.target is not None else None  # "all" and aliases resolve in ExportConfig
     cli = {
         "model.name": args.model, "model.weights": args.weights, "model.input_shape": args.input_shape,
         "model.num_classes": args.num_classes, "qat.bits": args.bits, "qat.profile": args.profile, "qat.overflow_fix": args.overflow_fix, "synthesis.method": args.method,
@@ -82,45 +87,106 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace, until: str | None) -> int:
     from pipeline.config import build_config
+    from pipeline.runfolder import check_out
     from pipeline.runner import RunContext
     from pipeline.train import distributed
     from pipeline.train.placement import Placement
 
     cfg = build_config(args.budget, args.config, _cli_overrides(args), args.set)
-    run_dir = Path(cfg.out)
     rank, world, local = distributed.env_ranks()  # under torchrun: this process's place among the ranks
+    run_dir = check_out(cfg.out, args.force) if rank == 0 else Path(cfg.out)  # rank 0 alone writes the folder
     placement = Placement.resolve(cfg.host.accelerator, cfg.host.precision, rank, world, local, cfg.host.channels_last)
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if placement.is_main else (lambda m: None)
+    ctx = RunContext(cfg, run_dir, log=log, placement=placement)
+    spec = _preflight(args, until, ctx)
+    if args.dry_run:
+        return _dry_run(args, until, ctx)
     distributed.init(placement.device)
     if placement.device.type == "cuda":
         import torch
 
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels once
-    log = (lambda m: print(m, file=sys.stderr, flush=True)) if placement.is_main else (lambda m: None)
-    ctx = RunContext(cfg, run_dir, log=log, placement=placement)
     try:
-        return _run_stages(args, until, ctx)
+        if not placement.is_main:
+            return _run_stages(args, until, ctx, spec)
+        from pipeline.runfolder import RunLock
+        from runtimes.atomic import sweep
+
+        with RunLock(run_dir, " ".join(["pipeline", *sys.argv[1:]])[:300]):
+            for p in sweep(run_dir):
+                log(f"removed {p.relative_to(run_dir)}: a temporary file an interrupted run left")
+            return _run_stages(args, until, ctx, spec)
     finally:
         distributed.shutdown()
 
 
-def _run_stages(args: argparse.Namespace, until: str | None, ctx) -> int:
+def _preflight(args: argparse.Namespace, until: str | None, ctx):
+    """Everything that can be checked before the first stage runs, so bad input fails in seconds, not after hours.
+
+    The model loads (and traces) and the device resolves; returns the device spec for ``--device`` (or None).
+    """
+    from pipeline.preflight import preflight
+
+    # The config's paths and options, the model (loads, traces, has BN, every op has a route on each target):
+    model, card = ctx.teacher()
+    for warning in preflight(ctx.cfg, model, card):
+        ctx.log(f"warning: {warning}")
+    from pipeline.evaldata import load_eval_data
+
+    # Real data is read in full now (labels against the classes, pixels against the input contract), not after QAT.
+    if ctx.cfg.check.eval_data and until in (None, "check", "report"):
+        load_eval_data(ctx.cfg.check.eval_data, card, ctx.cfg.check.eval_limit)
+    if ctx.cfg.synthesis.calib_data:
+        load_eval_data(ctx.cfg.synthesis.calib_data, card, flag="--calib-data")
+    device = getattr(args, "device", None)
+    if not (device and until in (None, "report")):
+        return None
+    import shlex
+
+    from devices import inventory
+    from devices.agent import validate_bench_args
+    from devices.errors import DeviceError
+    from devices.session import check_devices
+
+    try:
+        args.bench_flags = validate_bench_args(shlex.split(args.bench_args))
+    except ValueError as exc:
+        raise UserError(f"--bench-args {args.bench_args!r}: {exc} (give the flags with '=': --bench-args='--num_threads 1')") from None
+    spec = inventory.resolve(device, args.devices_file)
+    for _, ok, detail in check_devices([spec]):  # reachable now, not after an hour of synthesis
+        if not ok:
+            raise DeviceError(f"device {spec.name} is not reachable: {detail} (check it with: pipeline devices check {spec.name})")
+    return spec
+
+
+def _dry_run(args: argparse.Namespace, until: str | None, ctx) -> int:
+    """Print the resolved config and, per stage, whether a run would redo it or use the cached result (and why)."""
+    import yaml
+
+    from pipeline.runner import Runner
+    from pipeline.stages import STAGES
+
+    print(f"# resolved config (budget {args.budget}); run folder {ctx.run_dir}")
+    print(yaml.safe_dump(ctx.cfg.to_dict().get("_data", ctx.cfg.to_dict()), sort_keys=False).rstrip())
+    print("# stages")
+    for name, why in Runner(STAGES, ctx, force=args.force).plan(until=until, redo_from=args.redo_from):
+        print(f"{name:<8}{why}")
+    print("dry run: nothing was run or written")
+    return 0
+
+
+def _run_stages(args: argparse.Namespace, until: str | None, ctx, spec=None) -> int:
     from pipeline.runner import Runner
     from pipeline.stages import STAGES
 
     run_dir = ctx.run_dir
-    device = getattr(args, "device", None)
-    if device and until in (None, "report"):
-        from devices import inventory
-
-        spec = inventory.resolve(device, args.devices_file)  # a bad device name fails before any stage runs
-        Runner(STAGES, ctx).run(until="check", redo_from=args.redo_from)
-        import shlex
-
+    if spec is not None:
+        Runner(STAGES, ctx, force=args.force).run(until="check", redo_from=args.redo_from)
         if ctx.placement.is_main:
-            _bench_run(run_dir, spec, shlex.split(args.bench_args), ctx.log)
+            _bench_run(run_dir, spec, args.bench_flags, ctx.log)
         Runner(STAGES, ctx).run(until="report")
     else:
-        Runner(STAGES, ctx).run(until=until, redo_from=args.redo_from)
+        Runner(STAGES, ctx, force=args.force).run(until=until, redo_from=args.redo_from)
     if not ctx.placement.is_main:
         return 0
     if until in (None, "report"):
@@ -138,11 +204,14 @@ def _report(args: argparse.Namespace) -> int:
 
     from pipeline.layout import RunLayout
 
+    from pipeline.runfolder import RunLock
+
     reports = []
     for run in args.runs:
         if not RunLayout(Path(run)).is_run():
             raise UserError(f"{run} is not a run folder (no manifest.json); give the --out of a pipeline run")
-        report = write_outputs(Path(run))
+        with RunLock(Path(run), "pipeline report"):
+            report = write_outputs(Path(run))
         reports.append(report)
         print(summary(report))
         print(f"report: {RunLayout(Path(run)).report_html}")
@@ -270,6 +339,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What the filesystem can refuse a run, and what to do about it: a one-line error, never a traceback.
+_OS_ADVICE = {
+    errno.EACCES: "give an --out you can write to", errno.EPERM: "give an --out you can write to",
+    errno.EROFS: "the filesystem is read-only: give an --out on a writable one",
+    errno.ENOSPC: "the disk is full: free space or give an --out on another disk (finished stages are kept)",
+    errno.EDQUOT: "the disk quota is exceeded: free space or give an --out on another disk (finished stages are kept)",
+    errno.ENOTDIR: "a path component is a file, not a folder", errno.EISDIR: "a folder is where a file was expected",
+    errno.ELOOP: "a symlink was found where the run writes a file: remove it",
+    errno.ENAMETOOLONG: "the path is too long",
+}
+
+
+def _os_error(exc: OSError) -> str | None:
+    """The one-line message for a filesystem error the user can fix, or None for anything else (a bug: traceback)."""
+    advice = _OS_ADVICE.get(exc.errno or -1)
+    if advice is None:
+        return None
+    where = f": {exc.filename}" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}; {advice}"
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")
     parser = build_parser()
@@ -278,6 +368,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except USER_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        message = _os_error(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except Exception as exc:
         from devices.errors import DeviceError

@@ -3,8 +3,12 @@
 Precedence: defaults < ``budget`` preset < YAML file (``--config``) < CLI flags
 < ``--set section.key=value``. Unknown keys fail with the closest valid name;
 values are converted to the field's type, and a closed choice (a ``Literal`` field)
-fails with its valid values and the closest one. The resolved config is written into
-the run folder and the report as ``{_type, _version, _data}``.
+fails with its valid values and the closest one. Every number is checked
+in one place too: a field typed ``Annotated[int, Range(1)]`` (the aliases :data:`Count`, :data:`Steps`,
+:data:`Rate`, ...) must lie in its range, every float must be finite, and a boolean never stands in for a
+number (:meth:`RunConfig.__post_init__`); the method's options are checked against its own config class once
+the method is known (:func:`check_method_options`). The resolved config is written into the run folder and the
+report as ``{_type, _version, _data}``.
 
 Defaults that belong to another module are read from it, not retyped: the QAT loop's
 from :class:`pipeline.quant.settings.QATSettings`, the host check's from
@@ -18,11 +22,12 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pipeline.errors import ConfigError
 from pipeline.quant import overflow
@@ -38,25 +43,68 @@ DEFAULT_METHOD = "bn-inversion"
 
 
 @dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric config field: ``lo`` <= value (``lo`` < value when ``open_lo``) <= ``hi``.
+
+    Put on a field as ``Annotated[int, Range(1)]``; :meth:`RunConfig.__post_init__` checks every section's fields
+    against theirs, so a range is declared once, next to the field, and never re-checked by hand.
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.lo is not None and (value <= self.lo if self.open_lo else value < self.lo):
+            return False
+        return self.hi is None or value <= self.hi
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"in {'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}]"
+        if self.lo is not None:
+            return f"{'>' if self.open_lo else '>='} {self.lo:g}"
+        return f"<= {self.hi:g}"
+
+
+# The ranges the config's numbers fall in, by meaning.
+Count = Annotated[int, Range(1)]  # how many images, runs, threads: at least one
+Steps = Annotated[int, Range(0)]  # how many steps; 0 = none (qat.steps=0: calibration only)
+Seed = Annotated[int, Range(0)]  # NumPy refuses negative seeds
+Rate = Annotated[float, Range(0, open_lo=True)]  # learning rates, temperatures, scales: > 0
+NonNegative = Annotated[float, Range(0)]  # loss weights, durations: >= 0
+Fraction = Annotated[float, Range(0, 1)]
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Which model: a bundled default, a zoo architecture, or ``file.py:factory``; weights from ``weights``."""
 
     name: str = DEFAULT_MODEL
     weights: str | None = None
     input_shape: str | None = None  # "C,H,W"; required for file.py:factory models
-    num_classes: int | None = None
+    num_classes: Count | None = None
     mean: list[float] | None = None  # pixel statistics used to initialise synthetic images
-    std: list[float] | None = None
+    std: list[Rate] | None = None
     pixel_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+
+    def __post_init__(self) -> None:
+        lo_hi = self.pixel_range
+        if len(lo_hi) != 2 or not all(isinstance(v, (int, float)) for v in lo_hi) or not lo_hi[0] < lo_hi[1]:
+            raise ConfigError(f"model.pixel_range must be two numbers [low, high] with low < high, got {lo_hi!r}")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ConfigError(f"model.mean and model.std need one value per channel each, got {len(self.mean)} and {len(self.std)}")
 
 
 @dataclass(frozen=True)
 class SynthesisConfig:
     method: str = DEFAULT_METHOD
-    num_images: int = 256  # training set for QAT
-    holdout_images: int = 128  # disjoint set for the checks, never trained on
-    seed: int = 0
-    holdout_seed: int = 1000
+    num_images: Annotated[int, Range(2)] = 256  # training set for QAT
+    holdout_images: Count = 128  # disjoint set for the checks, never trained on
+    seed: Seed = 0
+    holdout_seed: Seed = 1000
     # 200 inversion steps, not fewer: at 60 the teacher already labels every image as its target, but the BN
     # statistics are not matched yet, and 300 KD steps on such images overfit them (W4A4 real accuracy peaks at
     # 85 % after 100 steps, then falls to 78 %); at 200 the same loop reaches 91-92 % (benchmarks/RESULTS.md).
@@ -66,8 +114,6 @@ class SynthesisConfig:
     calib_data: str | None = None  # real images, >= 1 per class: only fdda (not data-free) uses them
 
     def __post_init__(self) -> None:
-        if self.num_images < 2 or self.holdout_images < 1:
-            raise ConfigError("synthesis.num_images must be >= 2 and synthesis.holdout_images >= 1")
         if self.seed == self.holdout_seed:
             raise ConfigError("synthesis.seed and synthesis.holdout_seed must differ (the holdout set must be disjoint)")
         _registry().method_config_class(self.method)  # an unknown method fails with the closest registered name
@@ -83,21 +129,19 @@ class QATConfig:
     overflow_fix: OverflowMode = "auto"
     act_range: ActRange = "learned"
     act_init: ActInit = "mse"
-    calib_images: int = 256
+    calib_images: Count = 256
     # The training loop's settings: defaults from QATSettings (their one source), handed back by settings().
-    steps: int = QATSettings.steps
-    batch_size: int = QATSettings.batch_size
-    lr: float = QATSettings.lr
-    quant_lr: float = QATSettings.quant_lr
-    temperature: float = QATSettings.temperature
-    ce_weight: float = QATSettings.ce_weight
-    ema_freeze_step: int = QATSettings.ema_freeze_step
-    seed: int = 0
+    steps: Steps = QATSettings.steps
+    batch_size: Count = QATSettings.batch_size
+    lr: Rate = QATSettings.lr  # > 0: to leave the weights alone, run qat.steps=0 (calibration only)
+    quant_lr: Rate = QATSettings.quant_lr
+    temperature: Rate = QATSettings.temperature
+    ce_weight: NonNegative = QATSettings.ce_weight
+    ema_freeze_step: Steps = QATSettings.ema_freeze_step
+    seed: Seed = 0
 
     def __post_init__(self) -> None:
         _ = self.scheme  # a bad bits string fails here, at parse time
-        if self.steps < 0 or self.batch_size < 1 or self.calib_images < 1:
-            raise ConfigError("qat.steps must be >= 0, qat.batch_size and qat.calib_images >= 1")
 
     @functools.cached_property
     def scheme(self) -> BitScheme:
@@ -112,7 +156,7 @@ class QATConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     targets: list[str] = field(default_factory=lambda: ["onnx"])
-    min_integer_coverage: float = 1.0
+    min_integer_coverage: Fraction = 1.0
     tflite_io: TFLiteIO = "int8"  # edges of the integer .tflite: int8 (scale/zero point in export.json) or float
     tflite_calibrate: bool = False  # fallback: PT2E calibration on the held-out synthetic set instead of the QAT scales
 
@@ -126,8 +170,6 @@ class ExportConfig:
             object.__setattr__(self, "targets", registry.resolve(self.targets))
         except ExportError as exc:
             raise ConfigError(str(exc)) from None
-        if not 0.0 <= self.min_integer_coverage <= 1.0:
-            raise ConfigError("export.min_integer_coverage must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -147,20 +189,32 @@ class HostConfig:
     # torch.compile of the FP model for synthesis: 2.77x images/s after ~50 s of compilation on this CPU (worth it for
     # the fast and paper budgets, not for a smoke run); QAT keeps eager mode (its losses trace the model with fx).
     compile: bool = False
+    # Checkpoints inside the long loops, so a killed run resumes inside its stage, not at step 0
+    # (pipeline/train/checkpoint.py): every checkpoint_every QAT steps and every warmup_checkpoint_every generator
+    # warm-up steps (image inversion: after every finished batch; 0 disables), but never sooner than checkpoint_min_s
+    # after the last one, nor sooner than 100x the last save's own duration. So a save costs <= ~1 % of the run
+    # whatever the model (bundled model: 3.5 MB in ~40 ms against ~65 s for 200 QAT steps of batch 32 on this CPU,
+    # 0.06 %; a 300 MB checkpoint taking 3 s is spaced >= 5 min), and a kill loses at most max(200 steps, 60 s,
+    # 100x a save) of work; the step count only keeps the clock (and, with ranks, the decision) off most steps.
+    # checkpoint_min_s 0 drops both time rules (a save exactly every N steps). Checkpoints never change the numbers:
+    # a resumed run ends bit-for-bit where an uninterrupted one would have (CPU).
+    checkpoint_every: Steps = 200
+    warmup_checkpoint_every: Steps = 200
+    checkpoint_min_s: NonNegative = 60.0
 
 
 @dataclass(frozen=True)
 class CheckConfig:
     eval_data: str | None = None  # ImageFolder directory or .npz with images+labels
-    eval_limit: int | None = None
+    eval_limit: Count | None = None
     bench: bool = True
-    threads: int = 1
+    threads: Count = 1
     # The timing protocol: defaults from runtimes.benchmark.HOST_CHECK (the host's short one), handed back by bench_settings().
-    warmup_runs: int = HOST_CHECK.warmup_runs
-    warmup_min_secs: float = HOST_CHECK.warmup_min_secs
-    num_runs: int = HOST_CHECK.num_runs
-    min_secs: float = HOST_CHECK.min_secs
-    max_secs: float = HOST_CHECK.max_secs
+    warmup_runs: Steps = HOST_CHECK.warmup_runs
+    warmup_min_secs: NonNegative = HOST_CHECK.warmup_min_secs
+    num_runs: Count = HOST_CHECK.num_runs
+    min_secs: NonNegative = HOST_CHECK.min_secs
+    max_secs: Rate = HOST_CHECK.max_secs
 
     def __post_init__(self) -> None:
         try:
@@ -186,6 +240,15 @@ class RunConfig:
     check: CheckConfig = field(default_factory=CheckConfig)
     host: HostConfig = field(default_factory=HostConfig)
     out: str = "runs/default"
+
+    def __post_init__(self) -> None:
+        """Every section's numbers against their declared ranges, in one place (see :class:`Range`)."""
+        for f in fields(self):
+            section = getattr(self, f.name)
+            if dataclasses.is_dataclass(section):
+                hints = _hints(type(section))
+                for g in fields(section):
+                    _check_value(getattr(section, g.name), hints[g.name], f"{f.name}.{g.name}")
 
     @functools.cached_property
     def scheme(self) -> BitScheme:
@@ -261,6 +324,37 @@ def _type_of(cls: type, name: str) -> Any:
     return typing.get_type_hints(cls)[name]
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A section's field types with their ``Annotated`` ranges (resolved once per class)."""
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def _check_value(value: Any, tp: Any, key: str, rng: Range | None = None) -> None:
+    """One field's value against its type's range: numbers finite and in range, never a boolean for a number."""
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        inner, *meta = typing.get_args(tp)
+        return _check_value(value, inner, key, next((m for m in meta if isinstance(m, Range)), rng))
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return _check_value(value, next(a for a in typing.get_args(tp) if a is not type(None)), key, rng)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        for i, v in enumerate(value or []):
+            _check_value(v, inner, f"{key}[{i}]", rng)
+        return None
+    if tp in (int, float) and isinstance(value, (int, float)):
+        if isinstance(value, bool):
+            raise ConfigError(f"bad value {value!r} for {key}: expected {tp.__name__}, got a boolean")
+        if rng is not None and value not in rng:
+            raise ConfigError(f"{key} must be {rng}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+    return None
+
+
 def _choice(value: Any, choices: tuple, key: str) -> Any:
     """A closed choice (a ``Literal`` field): the value, or one line naming the key, the valid values and the closest."""
     if isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
@@ -283,6 +377,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         return _convert(value, args[0], key)
+    if tp in (int, float) and isinstance(value, bool):  # bool is an int subclass: int(True) would be 1 step
+        raise ConfigError(f"bad value {value!r} for {key}: expected {tp.__name__}, got a boolean")
     try:
         if tp is bool:
             if isinstance(value, str):
@@ -291,13 +387,19 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 if value.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(value)
+            if not isinstance(value, (bool, int, float)) or value not in (0, 1):
+                raise ValueError(value)  # 3 or [1] is no boolean; 0 and 1 are
             return bool(value)
         if tp in (int, float, str):
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
+            if tp is str and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+                raise ValueError(value)  # a list, a mapping or yes/no where a name or path goes
             return tp(value)
         if origin is list:
             (inner,) = typing.get_args(tp)
+            if value is None:
+                return []  # --set export.targets= : an empty list, refused where one is required
             items = value.split(",") if isinstance(value, str) else list(value)
             return [_convert(v.strip() if isinstance(v, str) else v, inner, key) for v in items if v != ""]
         if origin is dict:
@@ -331,6 +433,8 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         if parts[0] not in sections:
             close = difflib.get_close_matches(parts[0], sections, n=1)
             raise ConfigError(f"unknown config key {key!r}" + (f"; did you mean {close[0]!r}?" if close else f"; sections: {', '.join(sections)}"))
+        if len(parts) > 1 and not dataclasses.is_dataclass(getattr(cfg, parts[0])):
+            raise ConfigError(f"{parts[0]} is a single value, not a mapping: give {parts[0]}=<value>, not {key}")
         if len(parts) == 1:
             if dataclasses.is_dataclass(getattr(cfg, parts[0])):
                 if not isinstance(value, dict):
@@ -347,6 +451,9 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
             hint = f"; did you mean {parts[0]}.{close[0]}?" if close else f"; valid keys: {', '.join(sorted(names))}"
             raise ConfigError(f"unknown config key {key!r}{hint}")
         if len(parts) > 2:  # into a dict field, e.g. synthesis.options.iterations
+            if typing.get_origin(_type_of(section_cls, parts[1])) is not dict:
+                raise ConfigError(f"{parts[0]}.{parts[1]} is a single value, not a mapping: give {parts[0]}.{parts[1]}=<value>, "
+                                  f"not {key}")
             current = dict(updates.get(parts[0], {}).get(parts[1], getattr(getattr(cfg, parts[0]), parts[1])) or {})
             current[".".join(parts[2:])] = value
             updates.setdefault(parts[0], {})[parts[1]] = current
@@ -383,8 +490,16 @@ def load_yaml(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder, not a YAML file: give the file itself (--config path/to/zsq.yaml)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text file (not UTF-8): give a YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -430,8 +545,54 @@ def build_config(budget: str = "default", yaml_path: Path | None = None, cli: di
             preset["synthesis.options"] = dict(_registry().method_presets(method).get("fast", {}).get("synthesis.options", {}))
     else:
         preset = budget_preset(budget, method)
+        if method != DEFAULT_METHOD and "synthesis.options" not in preset:
+            # a preset without options means the method's own defaults, not the default method's (zaq's paper)
+            preset = {**preset, "synthesis.options": {}}
     user = _user_options(layers)
     if user is not None:  # options given by the user extend the preset's instead of replacing them
         preset = {**preset, "synthesis.options": {**preset.get("synthesis.options", {}), **user}}
         layers[:] = [{k: v for k, v in layer.items() if not k.startswith("synthesis.options")} for layer in layers]
-    return resolve(preset)
+    return check_method_options(resolve(preset))
+
+
+# Ranges of method options by the end of their name: the method config classes (pipeline/synthesis/) type their
+# options but keep only their own cross-field checks, so the obvious ranges are named here once for all methods.
+_OPTION_RANGES: tuple[tuple[str, Range], ...] = (
+    ("lr", Range(0, open_lo=True)), ("temperature", Range(0, open_lo=True)), ("weight", Range(0)), ("_p", Range(0, 1)),
+    ("fraction", Range(0, 1)), ("steps", Range(0)), ("iterations", Range(1)), ("batch_size", Range(1)),
+)
+
+
+def _method_options(method: str, options: dict[str, Any], key: str) -> dict[str, Any]:
+    """``options`` checked against ``method``'s config class: known names, typed values, ranges, its own checks."""
+    registry = _registry()
+    cls = registry.method_config_class(method)
+    unknown = registry.unknown_options(method, options)
+    if unknown:
+        raise ConfigError(f"{key}: {unknown}")
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        sub = f"{key}.{name}"
+        converted = _convert(value, hints[name], sub)
+        _check_value(converted, hints[name], sub, next((r for end, r in _OPTION_RANGES if name.endswith(end)), None))
+        out[name] = value if value == converted else converted  # "3" becomes 3; a 1 given for a float stays 1
+    try:
+        cls(**out)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: method {method!r}: {exc}") from None
+    return out
+
+
+def check_method_options(cfg: RunConfig) -> RunConfig:
+    """The method's options and the held-out set's (``bn-inversion``) checked now that the method is settled.
+
+    Not in ``SynthesisConfig.__post_init__``: while the layers apply one by one, a new method can meet the
+    previous method's options (``--method gdfq`` over the default bn-inversion ones) before its own preset lands.
+    """
+    s = cfg.synthesis
+    options = _method_options(s.method, s.options, "synthesis.options")
+    holdout = _method_options(_registry().HOLDOUT_METHOD, s.holdout_options, "synthesis.holdout_options")
+    if options == s.options and holdout == s.holdout_options:
+        return cfg
+    return dataclasses.replace(cfg, synthesis=dataclasses.replace(s, options=options, holdout_options=holdout))

@@ -14,6 +14,9 @@
       check.json               fidelity, accuracy, latency, per-layer SQNR             (check)
       bench/                   reference bundle for devices, bench/results/<device>/   (check, bench)
       report.json, report.html                                                         (report)
+      superseded/              artifacts of the previous export the current one did not make   (export)
+      checkpoints/<stage>.pt   a long stage's progress, removed when the stage finishes   (synth, qat)
+      .lock                    held by the process that writes this run folder
 """
 
 from __future__ import annotations
@@ -82,6 +85,19 @@ class RunLayout:
     @property
     def report_html(self) -> Path:
         return self.root / "report.html"
+
+    def checkpoint(self, stage: str) -> Path:
+        """Where a long stage saves its progress every N steps so a killed run resumes inside the stage."""
+        return self.root / "checkpoints" / f"{stage}.pt"
+
+    @property
+    def superseded(self) -> Path:
+        """Artifacts of the previous export that the current one did not make (other bits or targets)."""
+        return self.root / "superseded"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
 
     def artifact(self, precision: str, fmt: FormatInfo) -> Path:
         """Where the artifact of ``precision`` in format ``fmt`` goes: ``model.w8a8.onnx``, ``model.fp32.xml``."""

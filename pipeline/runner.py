@@ -4,15 +4,20 @@ A stage's *key* hashes the config sections it reads and the content of the files
 it consumes (upstream outputs, the weights). The manifest records each finished
 stage's key and output hashes; a stage whose key and outputs still match is
 skipped, so a run resumes where it stopped and re-runs only what changed.
-Outputs are written under temporary names and renamed; the manifest is updated
-only when a stage finishes, so an interrupted stage simply runs again.
+Outputs are written under temporary names and renamed; the manifest and
+``config.json`` are updated only when a stage finishes, so an interrupted or failed
+stage leaves the folder describing what it holds, and simply runs again.
+
+Every stage's key also holds a digest of the model *as loaded* (its classes'
+source, graph and weights: :func:`pipeline.models.loading.model_digest`), so an
+edit to any module the model is made of invalidates the cache, not only an edit
+of the files named on the command line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import sys
 import time
@@ -21,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.config import RunConfig
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, UserError
 from pipeline.train import distributed
 from pipeline.train.placement import Placement
+from runtimes import atomic
 
 
 
@@ -36,10 +42,8 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json(path: Path, data: object) -> None:
-    """Atomic JSON write (temp file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """Atomic JSON write: :func:`runtimes.atomic.write_json` (unique temp file beside ``path``, then rename)."""
+    atomic.write_json(path, data)
 
 
 def versions() -> dict[str, str]:
@@ -65,6 +69,7 @@ class RunContext:
     log: Callable[[str], None]
     _cache: dict | None = None
     placement: Placement | None = None  # where synthesis and QAT compute, this process's rank; default: from cfg.host
+    stage_key: str | None = None  # the key of the stage now running (the runner sets it): a checkpoint of another key is stale
 
     def __post_init__(self) -> None:
         self._cache = {}
@@ -93,6 +98,12 @@ class RunContext:
 
         return self.memo(f"teacher:{place.device}:{place.channels_last}", lambda: (place.model(copy.deepcopy(model)), card))
 
+    def model_digest(self) -> str:
+        """The digest of the FP model as loaded (:func:`pipeline.models.loading.model_digest`), once per process."""
+        from pipeline.models.loading import model_digest
+
+        return self.memo("model_digest", lambda: model_digest(self.teacher()[0]))
+
     @property
     def layout(self) -> "RunLayout":
         """The run folder's file names (:mod:`pipeline.layout`)."""
@@ -118,6 +129,22 @@ class Stage:
     ranks: bool = False  # every rank runs it (synth, qat); otherwise rank 0 alone while the others wait
 
 
+def read_manifest(path: Path, force: bool = False) -> dict:
+    """The run's manifest (``{"stages": {}}`` when there is none); a corrupt one is a one-line error unless ``force``."""
+    if not path.exists():
+        return {"stages": {}}
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
+            raise ValueError("no 'stages' mapping")
+        return data
+    except (ValueError, UnicodeDecodeError) as exc:
+        if force:
+            return {"stages": {}}
+        raise UserError(f"{path} is corrupt ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}): "
+                        "run again with --force to redo every stage in this folder, or give another --out") from None
+
+
 class Runner:
     """Runs the stages in order, skipping those whose key and outputs are unchanged (the manifest records both).
 
@@ -125,16 +152,17 @@ class Runner:
     and tells the others; a stage with ``ranks`` runs on all of them, any other on rank 0 while the rest wait.
     """
 
-    def __init__(self, stages: list[Stage], ctx: RunContext) -> None:
+    def __init__(self, stages: list[Stage], ctx: RunContext, force: bool = False) -> None:
         self.stages, self.ctx = stages, ctx
         self.names = [s.name for s in stages]
         self.manifest_path = ctx.layout.manifest
         self.main = ctx.placement.is_main
-        self.manifest = json.loads(self.manifest_path.read_text()) if self.main and self.manifest_path.exists() else {"stages": {}}
+        self.manifest = read_manifest(self.manifest_path, force) if self.main else {"stages": {}}
 
     def key(self, stage: Stage) -> str:
         payload = {
             "stage": stage.name,
+            "model": self.ctx.model_digest(),
             "config": {s: self.ctx.cfg.section(s) for s in stage.sections},
             **({"extra": stage.extra(self.ctx)} if stage.extra else {}),
             "inputs": {str(p.relative_to(self.ctx.run_dir)) if p.is_relative_to(self.ctx.run_dir) else str(p):
@@ -152,16 +180,46 @@ class Runner:
                 return False
         return True
 
-    def run(self, until: str | None = None, redo_from: str | None = None) -> None:
+    def _span(self, until: str | None, redo_from: str | None) -> tuple[int, int]:
         for name in (until, redo_from):
             if name is not None and name not in self.names:
                 raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(self.names)}")
-        last = self.names.index(until) if until else len(self.stages) - 1
-        redo = self.names.index(redo_from) if redo_from else len(self.stages)
+        return (self.names.index(until) if until else len(self.stages) - 1,
+                self.names.index(redo_from) if redo_from else len(self.stages))
+
+    def plan(self, until: str | None = None, redo_from: str | None = None) -> list[tuple[str, str]]:
+        """(stage, what a run would do with it and why) for each stage up to ``until``, without running anything.
+
+        A stage after one that runs is shown as running too when it reads that stage's outputs: its key is only
+        known once they exist.
+        """
+        last, redo = self._span(until, redo_from)
+        out, upstream_runs = [], False
+        for i, stage in enumerate(self.stages[: last + 1]):
+            rec = self.manifest["stages"].get(stage.name)
+            if stage.always:
+                why = "runs (always: it is cheap)"
+            elif i >= redo:
+                why = f"runs (--from {self.names[redo]})"
+            elif upstream_runs:
+                why = "runs (an earlier stage runs, so its inputs change)"
+            elif not rec:
+                why = "runs (never ran in this folder)"
+            elif rec.get("key") != self.key(stage):
+                why = "runs (its config, model or inputs changed)"
+            elif not self.fresh(stage, rec["key"]):
+                why = "runs (its outputs are missing or were modified)"
+            else:
+                why = f"cached (finished {rec.get('finished', '?')})"
+            upstream_runs |= why.startswith("runs") and not stage.always
+            out.append((stage.name, why))
+        return out
+
+    def run(self, until: str | None = None, redo_from: str | None = None) -> None:
+        last, redo = self._span(until, redo_from)
         self.ctx.teacher()  # fail fast on a bad model or weights, before anything is written
         if self.main:
             self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(self.ctx.layout.config, self.ctx.cfg.to_dict())
         devices = distributed.gather(self.ctx.placement.describe()["devices"][0])  # every rank's device, for provenance
         # The ranks work together up to the last stage that uses them; after it rank 0 goes on alone (no collective
         # calls, so a long export or check cannot time out a waiting rank) and the other ranks are done.
@@ -177,6 +235,7 @@ class Runner:
                 continue
             self.ctx.log(f"[{stage.name}] running")
             t0 = time.time()
+            self.ctx.stage_key = distributed.broadcast(key) if together else key
             if stage.ranks or self.main:
                 stage.run(self.ctx)
             if together:
@@ -192,4 +251,8 @@ class Runner:
             self.manifest["seeds"] = {"synthesis": self.ctx.cfg.synthesis.seed, "holdout": self.ctx.cfg.synthesis.holdout_seed,
                                       "qat": self.ctx.cfg.qat.seed}
             write_json(self.manifest_path, self.manifest)
+            # The config is written with the manifest, when a stage has finished: a run that fails (a bad method, a
+            # crash) leaves the folder's config describing the artifacts it holds, not the command that failed.
+            write_json(self.ctx.layout.config, self.ctx.cfg.to_dict())
+            self.ctx.layout.checkpoint(stage.name).unlink(missing_ok=True)  # the stage is done: its progress file is not needed
             self.ctx.log(f"[{stage.name}] done in {time.time() - t0:.1f}s")

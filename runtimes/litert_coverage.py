@@ -6,10 +6,14 @@ node). For each op, ``_get_ops_details()`` gives its operand tensors and
 ``get_tensor_details()`` their types and quantization: a MAC op counts as integer
 when its activation input, weight and output are int8 (bias int32); ADD, MEAN,
 pooling and CONCATENATION are the structural ops that must be int8 too for the
-model to be full-integer. Anything else that runs in float (the input
+model to be full-integer. Known elementwise and data-movement ops that run in float (the input
 normalisation's SUB/MUL between the int8 input's DEQUANTIZE and the first
-QUANTIZE, say) is listed under ``other_float_ops``. MACs come from the tensor shapes (NHWC activations,
+QUANTIZE, say) are listed under ``other_float_ops``. MACs come from the tensor shapes (NHWC activations,
 OHWI filters, [1, kh, kw, C·m] depth-wise filters, [O, I] fully-connected weights).
+
+Deny by default (:mod:`runtimes.coverage`): an op on none of the lists below (a fused
+``UNIDIRECTIONAL_SEQUENCE_LSTM`` is on the MAC list; a float ``CUMSUM`` or ``CUSTOM`` op is on
+none) that touches a float tensor counts as a float MAC op and is named.
 """
 
 from __future__ import annotations
@@ -21,12 +25,28 @@ from pathlib import Path
 
 import numpy as np
 
-from runtimes.coverage import IntegerCoverage
+from runtimes.coverage import IntegerCoverage, elementwise_macs, matmul_macs
 
 MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D", "BATCH_MATMUL"}
+# recurrent ops the converter may keep fused: every step multiplies by their rank-2 weight matrices
+RNN_OPS = {"UNIDIRECTIONAL_SEQUENCE_LSTM", "BIDIRECTIONAL_SEQUENCE_LSTM", "LSTM", "UNIDIRECTIONAL_SEQUENCE_RNN",
+           "BIDIRECTIONAL_SEQUENCE_RNN", "RNN", "SVDF"}
+STABLEHLO_MAC_OPS = {"STABLEHLO_DOT_GENERAL", "STABLEHLO_CONVOLUTION"}
 STRUCTURAL_OPS = {"ADD", "MEAN", "AVERAGE_POOL_2D", "MAX_POOL_2D", "CONCATENATION"}  # no MACs, but must be int8 too
 EDGE_OPS = {"QUANTIZE", "DEQUANTIZE"}  # (re)quantization: int8→int8 is a requantize, float↔int8 only at the edges
+# known ops without MACs: data movement, shapes, comparisons, elementwise maths, normalisation, resize
+KNOWN_OPS = {"RESHAPE", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "PAD", "PADV2", "MIRROR_PAD", "SLICE", "STRIDED_SLICE", "GATHER",
+             "GATHER_ND", "SPLIT", "SPLIT_V", "PACK", "UNPACK", "TILE", "BROADCAST_TO", "BROADCAST_ARGS", "SHAPE", "CAST", "FILL",
+             "ZEROS_LIKE", "ONES_LIKE", "RANGE", "SELECT", "SELECT_V2", "WHERE", "EQUAL", "NOT_EQUAL", "LESS", "LESS_EQUAL",
+             "GREATER", "GREATER_EQUAL", "LOGICAL_AND", "LOGICAL_OR", "LOGICAL_NOT", "ARG_MAX", "ARG_MIN", "TOPK_V2",
+             "DEPTH_TO_SPACE", "SPACE_TO_DEPTH", "BATCH_TO_SPACE_ND", "SPACE_TO_BATCH_ND", "REVERSE_V2", "SCATTER_ND", "ONE_HOT",
+             "SUB", "MUL", "DIV", "SQUARED_DIFFERENCE", "MAXIMUM", "MINIMUM", "POW", "ABS", "NEG", "EXP", "LOG", "SQRT", "RSQRT",
+             "SQUARE", "SIN", "COS", "FLOOR", "CEIL", "ROUND", "SIGN", "FLOOR_DIV", "FLOOR_MOD", "RELU", "RELU6", "RELU_N1_TO_1",
+             "RELU_0_TO_1", "LEAKY_RELU", "PRELU", "ELU", "LOGISTIC", "TANH", "HARD_SWISH", "GELU", "SOFTMAX", "LOG_SOFTMAX",
+             "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "REDUCE_ANY", "REDUCE_ALL", "L2_NORMALIZATION",
+             "LOCAL_RESPONSE_NORMALIZATION", "L2_POOL_2D", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "ADD_N"}
 INT_TYPES = {np.int8, np.uint8, np.int16}
+FLOAT_TYPES = {np.float32, np.float16, np.float64}
 NOT_KERNELS = {"DELEGATE"}
 
 
@@ -93,6 +113,32 @@ def _macs(g: TfliteGraph, op: dict) -> int:
     return 0
 
 
+def _dims(t: dict | None) -> list[int] | None:
+    return None if t is None else [int(d) for d in t["shape"]]
+
+
+def _estimate(g: TfliteGraph, op: dict) -> int:
+    """MACs of a recurrent or StableHLO contraction op from its shapes; one per output element for anything else."""
+    name = op["op_name"]
+    ins = [_dims(g.tensor(i)) for i in op["inputs"]]
+    out = _dims(g.tensor(op["outputs"][0])) if len(op["outputs"]) else None
+    x = ins[0] if ins else None
+    if name in RNN_OPS and x:  # every step (time × batch rows of x) multiplies by each weight matrix (states add a little)
+        mats = sum(prod(s) for s in ins[1:] if s and len(s) == 2)
+        return max(prod(x[:-1]) * mats, elementwise_macs(out))
+    if name == "STABLEHLO_DOT_GENERAL" and len(ins) > 1:
+        return matmul_macs(x, ins[1], out) or elementwise_macs(out)
+    if name == "STABLEHLO_CONVOLUTION" and len(ins) > 1 and ins[1] and out:  # each output sums a kernel's worth, but one channel dim
+        return prod(out) * prod(ins[1]) // max(ins[1])
+    return elementwise_macs(out)
+
+
+def _floating(g: TfliteGraph, op: dict) -> bool:
+    """Whether the op reads or writes a float tensor (so it computes in float)."""
+    tensors = [g.tensor(i) for i in list(op["inputs"]) + list(op["outputs"])]
+    return any(_dtype(t) in FLOAT_TYPES for t in tensors if t is not None)
+
+
 def _is_integer(g: TfliteGraph, op: dict) -> bool:
     """int8 activations, weights and outputs; a bias, if any, int32."""
     name = op["op_name"]
@@ -111,21 +157,30 @@ def _is_integer(g: TfliteGraph, op: dict) -> bool:
 
 
 def tflite_coverage(g: TfliteGraph) -> IntegerCoverage:
-    """Classify every op of ``g``: integer / float MAC ops (with MACs), integer or float structural and other ops."""
+    """Classify every op of ``g``: integer / float MAC ops (with MACs), integer or float structural and known ops, unknown ops
+    that touch a float tensor as float MAC ops."""
     cov = IntegerCoverage("litert", 0, 0)
     for op in g.ops:
         name = op["op_name"]
         if name in NOT_KERNELS:
             continue
         integer = _is_integer(g, op)
-        if name in MAC_OPS:
-            cov.tally(name, integer, _macs(g, op), _op_name(g, op))
+        if name in MAC_OPS:  # shapes that do not say: at least one MAC per output, never zero
+            cov.tally(name, integer, _macs(g, op) or _estimate(g, op), _op_name(g, op))
+        elif name in RNN_OPS or name in STABLEHLO_MAC_OPS:
+            cov.tally(name, integer, _estimate(g, op), _op_name(g, op))
         elif name in STRUCTURAL_OPS:
             cov.tally(name, integer, node=_op_name(g, op))
-        elif name in EDGE_OPS or integer:
+        elif name in EDGE_OPS or (integer and name in KNOWN_OPS):
             cov.tally(name, True)
+        elif name in KNOWN_OPS:
+            if _floating(g, op):
+                cov.tally(name, False, other=True)
+        elif integer:  # not recognised, but integer in and out: an integer kernel, listed as not recognised
+            cov.tally(name, True)
+            cov.unrecognised[name] = cov.unrecognised.get(name, 0) + 1
         else:
-            cov.tally(name, False, other=True)
+            cov.tally_unknown(name, _floating(g, op), _estimate(g, op), _op_name(g, op))
     return cov
 
 

@@ -2,7 +2,13 @@
 
 Two readings, both from ORT itself: the fully optimised graph (saved next to
 the artifact as proof, op types counted) and a profiled run, whose per-node
-records give the executed kernel and its tensor shapes, hence its MACs.
+records give the executed kernel and its tensor shapes, hence its MACs. The
+profiled session keeps its weights unpacked (``session.disable_prepacking``):
+a pre-packed weight drops out of the profile's shapes, and a QLinearConv's MACs
+cannot be read without its filter. The kernels ORT picks are the same either way.
+
+Deny by default (:mod:`runtimes.coverage`): an executed op on none of the lists below that
+touches a float tensor counts as a float MAC op and is named.
 """
 
 from __future__ import annotations
@@ -11,32 +17,78 @@ import json
 import os
 import tempfile
 from collections import Counter
+from math import prod
 from pathlib import Path
 
 import numpy as np
 
-from runtimes.coverage import IntegerCoverage
+from runtimes.coverage import (IntegerCoverage, attention_macs, einsum_macs, elementwise_macs, matmul_macs, rnn_macs,
+                               rnn_macs_from_io)
 
-# kernel → index of its weight input
+# multiply-accumulate kernels → index of their weight input
 INT_MAC_OPS = {"QLinearConv": 3, "QGemm": 3, "QLinearMatMul": 3, "ConvInteger": 1, "MatMulInteger": 1, "MatMulIntegerToFloat": 1,
                "NhwcQLinearConv": 3, "DynamicQuantizeMatMul": 1}
 FLOAT_MAC_OPS = {"Conv": 1, "FusedConv": 1, "NhwcFusedConv": 1, "Gemm": 1, "FusedGemm": 1, "MatMul": 1, "FusedMatMul": 1,
-                 "ConvTranspose": 1}
+                 "TransposeMatMul": 1, "ConvTranspose": 1, "MatMulNBits": 1, "MatMulBnb4": 1, "Einsum": 1,
+                 "LSTM": 1, "GRU": 1, "RNN": 1, "DynamicQuantizeLSTM": 1,
+                 "Attention": 1, "QAttention": 1, "MultiHeadAttention": 1, "GroupQueryAttention": 1, "PackedAttention": 1,
+                 "PackedMultiHeadAttention": 1, "DecoderMaskedMultiHeadAttention": 1, "DecoderMaskedSelfAttention": 1,
+                 "SparseAttention": 1, "LongformerAttention": 1}
+CONV_OPS = {"QLinearConv", "NhwcQLinearConv", "ConvInteger", "Conv", "FusedConv", "NhwcFusedConv"}
+RNN_GATES = {"LSTM": 4, "DynamicQuantizeLSTM": 4, "GRU": 3, "RNN": 1}
+ATTENTION_OPS = {op for op in FLOAT_MAC_OPS if "Attention" in op}
+# integer kernels without MACs (requantize, integer pooling/elementwise), counted as integer
 INT_OTHER_OPS = {"QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat", "QLinearSigmoid",
-                 "QLinearLeakyRelu", "QLinearSoftmax", "QuantizeLinear", "DequantizeLinear", "NhwcMaxPool", "QLinearReduceMean"}
-FLOAT_OTHER_OPS = {"Add", "Mul", "Sub", "Div", "GlobalAveragePool", "AveragePool", "MaxPool", "Concat", "HardSwish", "Sigmoid",
-                   "Relu", "Clip", "BatchNormalization", "ReduceMean", "Resize", "Softmax"}
+                 "QLinearLeakyRelu", "QLinearSoftmax", "QuantizeLinear", "DequantizeLinear", "NhwcMaxPool", "QLinearReduceMean",
+                 "QLinearWhere", "DynamicQuantizeLinear"}
+# known float compute without MACs (elementwise, normalisation, pooling, resize): listed under other_float_ops when run in float
+FLOAT_OTHER_OPS = {"Add", "Mul", "Sub", "Div", "Pow", "Sqrt", "Reciprocal", "Exp", "Log", "Abs", "Neg", "Floor", "Ceil", "Round",
+                   "Sign", "Min", "Max", "Mean", "Sum", "Mod", "Sin", "Cos", "Erf", "Tanh", "Sigmoid", "HardSigmoid", "HardSwish",
+                   "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "FastGelu", "BiasGelu", "QuickGelu", "Softplus",
+                   "Softsign", "Mish", "ThresholdedRelu", "Clip", "BiasAdd", "BatchNormalization", "InstanceNormalization",
+                   "LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization",
+                   "SkipSimplifiedLayerNormalization", "GroupNorm", "MeanVarianceNormalization", "LpNormalization", "LRN",
+                   "Softmax", "LogSoftmax", "Hardmax", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+                   "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "GlobalAveragePool", "GlobalMaxPool",
+                   "AveragePool", "MaxPool", "LpPool", "Resize", "Upsample", "Concat"}
+# data movement, shapes, indexing, comparisons and casts: no arithmetic on the values, ignored
+NEUTRAL_OPS = {"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Size", "Gather", "GatherElements",
+               "GatherND", "Slice", "Split", "Expand", "Tile", "Pad", "ConstantOfShape", "Range", "Cast", "CastLike", "Where",
+               "DepthToSpace", "SpaceToDepth", "ScatterND", "ScatterElements", "Scatter", "Compress", "NonZero", "TopK", "ArgMax",
+               "ArgMin", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf",
+               "Dropout", "ReverseSequence", "Trilu", "OneHot", "EyeLike", "MemcpyFromHost", "MemcpyToHost", "ReorderInput",
+               "ReorderOutput", "Constant"}
 
 
-def _macs(out_shape: list[int], w_shape: list[int]) -> int:
-    if not out_shape or not w_shape:
-        return 0
-    out = int(np.prod(out_shape))
-    w = int(np.prod(w_shape))
-    for cout in (out_shape[1] if len(out_shape) > 1 else None, out_shape[-1]):
-        if cout and cout in (w_shape[0], w_shape[-1]):
-            return out // cout * w
-    return out * w // max(w_shape[0], 1)
+def _is_float(dtype: str) -> bool:
+    return "float" in dtype.lower() or dtype.lower() in ("double", "bfloat16")
+
+
+def _at(shapes: list[list[int]], i: int) -> list[int] | None:
+    return shapes[i] if len(shapes) > i else None
+
+
+def _mac_estimate(op: str, ins: list[list[int]], outs: list[list[int]]) -> int | None:
+    """MACs of one multiply-accumulate kernel from its profiled shapes (None where they do not say)."""
+    x, out = _at(ins, 0), _at(outs, 0)
+    w = _at(ins, INT_MAC_OPS.get(op, FLOAT_MAC_OPS.get(op, 1)))
+    if op in CONV_OPS:  # filter [O, I/groups, k...]: every output element sums I/groups · k... products
+        return prod(out) * prod(w[1:]) if out and w and len(w) >= 3 else None
+    if op == "ConvTranspose":  # filter [I, O/groups, k...]: every input element is spread over O/groups · k... outputs
+        return prod(x) * prod(w[1:]) if x and w and len(w) >= 3 else None
+    if op in RNN_GATES:
+        macs = rnn_macs(x, w, _at(ins, 2))
+        if macs is None and x and out:
+            directions = prod(out[:-1]) // max(prod(x[:-1]), 1) if len(out) == 4 else 1  # Y [T, D, B, H]
+            macs = rnn_macs_from_io(x, out[-1], RNN_GATES[op], max(directions, 1))
+        return macs
+    if op in ATTENTION_OPS:
+        return attention_macs(x, w, out, w if op in ("Attention", "QAttention") else None)
+    if op == "Einsum":
+        return einsum_macs(ins, out)
+    if op in ("MatMulNBits", "MatMulBnb4"):  # packed blocks of 4-bit weights: K is the activation's last dim
+        return prod(out) * x[-1] if x and out else None
+    return matmul_macs(x, w, out)
 
 
 def optimized_op_counts(model_path: Path, optimized_path: Path, threads: int = 1) -> Counter:
@@ -50,16 +102,24 @@ def optimized_op_counts(model_path: Path, optimized_path: Path, threads: int = 1
     return Counter(n.op_type for n in model.graph.node)
 
 
-def onnxruntime_coverage(model_path: Path, sample: np.ndarray, threads: int = 1) -> IntegerCoverage:
-    """Run ``sample`` once under ORT's profiler and classify every executed kernel."""
-    from runtimes.onnxruntime_backend import OrtPredictor
+def _profile(model_path: Path, sample: np.ndarray, threads: int) -> list[dict]:
+    """ORT's profile of one run of ``sample`` at ORT_ENABLE_ALL, weights not pre-packed (their shapes stay in the records)."""
+    import onnxruntime as ort
+
+    from runtimes.onnxruntime_backend import session_options
 
     with tempfile.TemporaryDirectory() as tmp:
-        pred = OrtPredictor(model_path, threads=threads, opt_level="all", profile_prefix=os.path.join(tmp, "ort"))
-        pred.run({pred.inputs[0].name: sample})
-        trace = json.loads(Path(pred.end_profiling()).read_text())
+        so = session_options(threads, "all", profile_prefix=os.path.join(tmp, "ort"))
+        so.add_session_config_entry("session.disable_prepacking", "1")
+        session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        session.run(None, {session.get_inputs()[0].name: sample})
+        return json.loads(Path(session.end_profiling()).read_text())
+
+
+def onnxruntime_coverage(model_path: Path, sample: np.ndarray, threads: int = 1) -> IntegerCoverage:
+    """Run ``sample`` once under ORT's profiler and classify every executed kernel, unknown ones as float."""
     cov = IntegerCoverage("onnxruntime", 0, 0)
-    for ev in trace:
+    for ev in _profile(model_path, sample, threads):
         args = ev.get("args", {})
         if ev.get("cat") != "Node" or "op_name" not in args or not ev.get("name", "").endswith("_kernel_time"):
             continue
@@ -67,12 +127,16 @@ def onnxruntime_coverage(model_path: Path, sample: np.ndarray, threads: int = 1)
         node = ev["name"].removesuffix("_kernel_time")
         ins = [next(iter(t.values())) for t in args.get("input_type_shape", [])]
         outs = [next(iter(t.values())) for t in args.get("output_type_shape", [])]
+        dtypes = [next(iter(t)) for t in args.get("input_type_shape", []) + args.get("output_type_shape", [])]
+        floating = any(_is_float(d) for d in dtypes) or not dtypes  # no types recorded: assume float
         if op in INT_MAC_OPS or op in FLOAT_MAC_OPS:
-            widx = INT_MAC_OPS.get(op, FLOAT_MAC_OPS.get(op))
-            macs = _macs(outs[0] if outs else [], ins[widx] if len(ins) > widx else [])
-            cov.tally(op, op in INT_MAC_OPS, macs, f"{node} ({op})")
+            macs = _mac_estimate(op, ins, outs)
+            cov.tally(op, op in INT_MAC_OPS, elementwise_macs(_at(outs, 0)) if macs is None else macs, f"{node} ({op})")
         elif op in INT_OTHER_OPS:
             cov.tally(op, True)
         elif op in FLOAT_OTHER_OPS:
-            cov.tally(op, False, other=True)
+            if floating:
+                cov.tally(op, False, other=True)
+        elif op not in NEUTRAL_OPS:
+            cov.tally_unknown(op, floating, elementwise_macs(_at(outs, 0)), node)
     return cov

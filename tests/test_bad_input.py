@@ -13,6 +13,7 @@ import torch
 from tests.conftest import ROOT
 
 FAST = ["--budget", "tiny", "--no-bench", "--set", "synthesis.options.iterations=2", "--set", "qat.steps=1",
+        "--set", "synthesis.holdout_options.iterations=2",
         "--set", "synthesis.num_images=16", "--set", "synthesis.holdout_images=8", "--set", "qat.calib_images=16"]
 
 

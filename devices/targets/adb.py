@@ -8,6 +8,10 @@ user points to (``benchmark_model:``) is pushed and run, pinned to the big cores
 output is parsed into the same JSON (each run is a fresh process, so its Init and
 first inference are the cold starts). benchmark_model feeds random inputs, so that
 path cannot check outputs; the result says so.
+
+``adb shell`` hands its command to the phone's ``sh``: every value in it (folders, the
+artifact's file name, numbers) is quoted with :func:`shlex.quote` (:func:`sh_words`), and
+the serial must not look like an adb option.
 """
 
 from __future__ import annotations
@@ -25,10 +29,16 @@ from pathlib import Path
 from devices.bundle import BenchJob
 from devices.errors import DeviceError
 from devices.protocol import SCHEMA, sha256
-from devices.targets.base import RESULT, Log, Target, agent_failure, parse_result, stage
+from devices.targets.base import RESULT, Log, ResultLeftOnDevice, Target, agent_failure, parse_result, result_from_stdout, stage
 from runtimes.formats import BY_NAME
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
+_SERIAL = re.compile(r"[A-Za-z0-9_.:\[\]-]+")  # USB serials, host:port, emulator-5554, mDNS names
+
+
+def sh_words(*words: object) -> str:
+    """A command line for the phone's shell: every word quoted, so a file name like ``m;touch x;.tflite`` stays one word."""
+    return " ".join(shlex.quote(str(w)) for w in words)
 
 
 def adb_exe() -> str:
@@ -97,6 +107,11 @@ class AdbTarget(Target):
         self.serial = spec.url.split("://", 1)[1].strip("/")
         if not self.serial:
             raise DeviceError(f"bad adb URL {spec.url!r}: use adb://SERIAL (serials: adb devices)")
+        if self.serial.startswith("-"):
+            raise DeviceError(f"bad adb URL {spec.url!r}: the serial {self.serial!r} looks like a command-line option; "
+                              "use adb://SERIAL (serials: adb devices)")
+        if not _SERIAL.fullmatch(self.serial):
+            raise DeviceError(f"bad adb URL {spec.url!r}: a serial has only letters, digits and . _ : - [ ] (serials: adb devices)")
 
     def _adb(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         try:
@@ -141,7 +156,7 @@ class AdbTarget(Target):
             "os": f"Android {sh('getprop ro.build.version.release').strip()}",
             "machine": sh("uname -m").strip(),
             "max_freq_mhz": {str(c): f // 1000 for c, f in freqs.items()},
-            "governor": sh("cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null").strip(),
+            "governor": sh("cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null || true").strip(),
             "temperatures_c": temps,
             "battery": {k.strip(): v.strip() for k, v in battery.items() if k.strip() in ("level", "temperature", "AC powered", "USB powered", "status")},
             "screen": "on" if "mScreenOn=true" in sh("dumpsys power | grep -m1 mScreenOn || true") else "unknown",
@@ -152,16 +167,22 @@ class AdbTarget(Target):
     def bench(self, job: BenchJob, agent_args: list[str], log: Log) -> dict:
         self.check()
         remote = f"/data/local/tmp/zsq-bench-{os.getpid()}-{int(time.time())}"
-        self.shell(f"mkdir -p {remote}")
+        self.shell(sh_words("mkdir", "-p", remote))
+        keep = False
         try:
             if self.spec.benchmark_model:
                 return self.label(self._bench_native(job, agent_args, remote, log))
             return self.label(self._bench_agent(job, agent_args, remote, log))
+        except ResultLeftOnDevice:
+            keep = True  # the measurement is there: never remove it
+            raise
         finally:
-            self._adb("shell", f"rm -rf {remote}")
+            if not keep:
+                self._adb("shell", sh_words("rm", "-rf", remote))
 
     def _push(self, local: Path, remote: str) -> None:
-        res = self._adb("push", str(local), remote, timeout=600)
+        # an absolute local path: a relative one starting with "-" would be read as an adb option
+        res = self._adb("push", str(Path(local).absolute()), remote, timeout=600)
         if res.returncode != 0:
             raise DeviceError(f"adb://{self.serial}: pushing {local.name} failed: {(res.stderr or res.stdout).strip()[-200:]}")
 
@@ -172,10 +193,18 @@ class AdbTarget(Target):
                 self._push(f, f"{remote}/")
         agent = " ".join(shlex.quote(a) for a in [self.spec.python, "-m", "devices.agent", *args, *self.spec.default_agent_args(),
                                                     *agent_args, "--json_stats", RESULT, "--device_name", self.name])
-        res = self._adb("shell", f"cd {remote} && {agent}", timeout=self.spec.timeout)
+        res = self._adb("shell", f"cd {shlex.quote(remote)} && {agent}", timeout=self.spec.timeout)
+        err = res.stderr.splitlines()
+        salvaged = result_from_stdout(res.returncode, res.stdout, err, self.spec.url, log)
+        if salvaged is not None:
+            return salvaged
         if res.returncode != 0:
-            raise DeviceError(f"adb://{self.serial}: the agent failed (exit {res.returncode}): {agent_failure(res.stderr.splitlines())}")
-        return parse_result(self.shell(f"cat {remote}/{RESULT}"), self.spec.url)
+            raise DeviceError(f"adb://{self.serial}: the agent failed (exit {res.returncode}): {agent_failure(err)}")
+        try:
+            return parse_result(self.shell(sh_words("cat", f"{remote}/{RESULT}")), self.spec.url)
+        except DeviceError as exc:
+            raise ResultLeftOnDevice(f"adb://{self.serial}: the agent finished but fetching its result failed ({exc}); it is kept on "
+                                     f"the phone: adb -s {self.serial} pull {remote}/{RESULT}, then adb shell rm -rf {remote}") from None
 
     def _bench_native(self, job: BenchJob, agent_args: list[str], remote: str, log: Log) -> dict:
         """TFLite's benchmark_model, pinned to the big cores; trials × thread counts, parsed into the agent's schema."""
@@ -199,17 +228,18 @@ class AdbTarget(Target):
         settings = settings_from_args(args)
         threads = settings.threads if args.num_threads else ((1, len(cores)) if len(cores) > 1 else (1,))
         self._push(binary, f"{remote}/benchmark_model")
-        self.shell(f"chmod 755 {remote}/benchmark_model")
+        self.shell(sh_words("chmod", "755", f"{remote}/benchmark_model"))
         self._push(job.artifact, f"{remote}/{job.artifact.name}")
         b = settings.bench
         runs, flags = [], []
         for t in threads:
             trials = []
             for i in range(settings.trials):
-                cmd = (f"cd {remote} && {'taskset ' + mask + ' ' if mask else ''}./benchmark_model --graph={job.artifact.name} "
-                       f"--num_threads={t} --warmup_runs={b['warmup_runs']} --warmup_min_secs={b['warmup_min_secs']} "
-                       f"--num_runs={b['num_runs']} --min_secs={b['min_secs']} --max_secs={b['max_secs']} --run_delay={b['run_delay'] or -1} "
-                       f"--report_peak_memory_footprint=true")
+                cmd = (f"cd {shlex.quote(remote)} && "
+                       + sh_words(*(["taskset", mask] if mask else []), "./benchmark_model", f"--graph={job.artifact.name}",
+                                  f"--num_threads={t}", f"--warmup_runs={b['warmup_runs']}", f"--warmup_min_secs={b['warmup_min_secs']}",
+                                  f"--num_runs={b['num_runs']}", f"--min_secs={b['min_secs']}", f"--max_secs={b['max_secs']}",
+                                  f"--run_delay={b['run_delay'] or -1}", "--report_peak_memory_footprint=true"))
                 log(f"{self.name}: benchmark_model {t} thread(s), trial {i + 1}/{settings.trials}")
                 trials.append(parse_benchmark_model(self.shell(cmd + " 2>&1", timeout=self.spec.timeout)))
                 if i + 1 < settings.trials:
@@ -238,7 +268,8 @@ class AdbTarget(Target):
             flags.append("this benchmark_model prints no percentiles: p50/p90/p99 missing, mean and std given")
         return {"schema": SCHEMA, "tool": "benchmark_model",
                 "artifact": {"name": job.artifact.name, "files": [job.artifact.name], "size_bytes": job.artifact.stat().st_size,
-                             "sha256": sha256(job.artifact), "runtime": "litert", "runtime_version": "benchmark_model"},
+                             "sha256": sha256(job.artifact), "files_sha256": {job.artifact.name: sha256(job.artifact)},
+                             "runtime": "litert", "runtime_version": "benchmark_model"},
                 "settings": {"bench": b, "threads": list(threads), "cpus": cores, "trials": settings.trials, "cold_starts": 0,
                              "cooldown_secs": settings.cooldown_secs, "full": settings.full},
                 "environment": env, "runs": runs, "reference": None, "flags": flags, "status": "ok"}

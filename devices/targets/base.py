@@ -129,6 +129,20 @@ def agent_failure(err_lines: list[str]) -> str:
     return next((ln for ln in reversed(err_lines) if ln.strip()), "no output")
 
 
+class ResultLeftOnDevice(DeviceError):
+    """The agent finished but its result could not be brought back: the job folder stays on the device, and the message says where."""
+
+
+def result_from_stdout(rc: int, stdout: str, err_lines: list[str], where: str, log: Log) -> dict | None:
+    """The result an agent put on its stdout because it could not write ``--json_stats`` (exit RESULT_ON_STDOUT), else None."""
+    from devices.results import RESULT_ON_STDOUT
+
+    if rc != RESULT_ON_STDOUT:
+        return None
+    log(f"{where}: {agent_failure(err_lines)}; using that copy")
+    return parse_result(stdout, where)
+
+
 def parse_result(text: str, where: str) -> dict:
     try:
         result = json.loads(text)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from devices.bundle import BenchJob
 from devices.errors import DeviceError
-from devices.targets.base import RESULT, Log, Target, agent_failure, parse_result, run_streaming, stage
+from devices.targets.base import RESULT, Log, Target, agent_failure, parse_result, result_from_stdout, run_streaming, stage
 
 
 class DockerTarget(Target):
@@ -23,6 +23,10 @@ class DockerTarget(Target):
         self.image = spec.url.split(":", 1)[1].removeprefix("//")
         if not self.image:
             raise DeviceError(f"bad docker URL {spec.url!r}: use docker:IMAGE[:TAG]")
+        if self.image.startswith("-"):  # docker run would take it as one of its own options (--privileged, -v /:/host)
+            raise DeviceError(f"bad docker URL {spec.url!r}: the image {self.image!r} looks like a command-line option; use docker:IMAGE[:TAG]")
+        if any(c.isspace() or not c.isprintable() for c in self.image):
+            raise DeviceError(f"bad docker URL {spec.url!r}: an image name has no spaces or control characters; use docker:IMAGE[:TAG]")
 
     def _docker(self) -> str:
         exe = shutil.which("docker")
@@ -55,7 +59,10 @@ class DockerTarget(Target):
                 cmd += ["--platform", self.spec.platform]
             cmd += [*self.spec.docker_args, self.image, *args, *self.spec.default_agent_args(), *agent_args,
                     "--json_stats", f"/job/{RESULT}", "--device_name", self.name]
-            rc, _, err = run_streaming(cmd, log, self.spec.timeout, prefix=f"{self.name}: ")
+            rc, stdout, err = run_streaming(cmd, log, self.spec.timeout, prefix=f"{self.name}: ")
+            salvaged = result_from_stdout(rc, stdout, err, self.spec.url, log)
+            if salvaged is not None:
+                return self.label(salvaged)
             out = Path(tmp) / RESULT
             if rc != 0 or not out.exists():
                 raise DeviceError(f"docker:{self.image}: the agent failed (exit {rc}): {agent_failure(err)}")

@@ -11,7 +11,7 @@ from devices import environment
 from devices.bundle import BenchJob
 from devices.errors import DeviceError
 from devices.protocol import AGENT_ROOT
-from devices.targets.base import RESULT, Log, Target, agent_failure, parse_result, run_streaming
+from devices.targets.base import RESULT, Log, Target, agent_failure, parse_result, result_from_stdout, run_streaming
 
 
 class LocalTarget(Target):
@@ -27,7 +27,10 @@ class LocalTarget(Target):
                    *agent_args, "--json_stats", str(out), "--device_name", self.name]
             env = dict(os.environ)
             env["PYTHONPATH"] = str(AGENT_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-            rc, _, err = run_streaming(cmd, log, self.spec.timeout, env=env)
+            rc, stdout, err = run_streaming(cmd, log, self.spec.timeout, env=env)
+            salvaged = result_from_stdout(rc, stdout, err, "local", log)
+            if salvaged is not None:
+                return self.label(salvaged)
             if rc != 0 or not out.exists():
                 raise DeviceError(f"local: the agent failed (exit {rc}): {agent_failure(err)}")
             return self.label(parse_result(out.read_text(), "local"))

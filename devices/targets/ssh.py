@@ -2,29 +2,41 @@
 
 Key authentication only (``BatchMode=yes``), the host key always checked against
 known_hosts (``StrictHostKeyChecking=yes``), connect timeout, keep-alives, and one
-retry of a refused, timed-out or dropped connection (``retries`` in devices.yaml).
+retry of a refused, timed-out or dropped connection (``retries`` in devices.yaml; a host
+name that does not resolve is not retried). The URL is parsed strictly: no empty host, and no
+user, host or port that ``ssh`` could take for one of its options (``ssh://-oProxyCommand=...``
+would run a command on this host).
 The job is a gzipped tar piped into ``tar xzf -`` in a fresh ``mktemp -d`` folder:
 the agent's source (``devices/``, ``runtimes/``), the artifact and its reference
 files. The board runs the agent with its own Python (``python:``), the JSON result
-is read back with ``cat``, and the folder is removed.
+is read back with ``cat``, and the folder is removed (kept, and named, when the result could
+not be read back). Every value in a remote command is quoted with :func:`shlex.quote`.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from devices.bundle import BenchJob
 from devices.errors import DeviceError
-from devices.targets.base import RESULT, Log, Target, agent_failure, backoff, parse_result, run_streaming, stage, tar_bytes
+from devices.targets.base import (RESULT, Log, ResultLeftOnDevice, Target, agent_failure, backoff, parse_result, result_from_stdout,
+                                  run_streaming, stage, tar_bytes)
 
 SSH_ERROR = 255  # ssh's own exit status: the connection, not the remote command, failed
 # connection-level failures worth one more try; authentication and host-key failures are not
+# (a name that does not resolve is no dropped connection: retrying only delays the error)
 _TRANSIENT = re.compile(r"Connection (refused|timed out|reset|closed)|timed out|No route to host|Network is unreachable|"
-                        r"Broken pipe|Connection to .* closed|kex_exchange_identification|banner exchange|Could not resolve", re.I)
+                        r"Broken pipe|Connection to .* closed|kex_exchange_identification|banner exchange", re.I)
+_UNRESOLVED = re.compile(r"Could not resolve hostname|Name or service not known|nodename nor servname|"
+                         r"Temporary failure in name resolution", re.I)
+_HOST = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
+_USER = re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.$-]*")
 
 
 @dataclass(frozen=True)
@@ -35,10 +47,50 @@ class SshAddress:
 
     @classmethod
     def parse(cls, url: str) -> "SshAddress":
-        m = re.fullmatch(r"ssh://(?:([^@/]+)@)?(\[[^\]]+\]|[^:/]+)(?::(\d+))?/?", url)
-        if not m:
-            raise DeviceError(f"bad ssh URL {url!r}: use ssh://user@host[:port]")
-        return cls(m.group(1), m.group(2).strip("[]"), int(m.group(3) or 22))
+        """``ssh://[user@]host[:port][/]``; DeviceError for anything else, and for any part ssh could read as an option."""
+        def bad(why: str) -> DeviceError:
+            return DeviceError(f"bad ssh URL {url!r}: {why}; use ssh://user@host[:port]")
+
+        if any(c.isspace() or not c.isprintable() for c in url):
+            raise bad("no spaces or control characters")
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+        if parts.scheme != "ssh" or not url.startswith("ssh://"):
+            raise bad("not an ssh:// URL")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise bad("no path, query or fragment after the host")
+        userinfo, at, hostport = parts.netloc.rpartition("@")
+        if at and not userinfo:
+            raise bad("empty user before @")
+        if ":" in userinfo:
+            raise bad("no password in the URL (key authentication only: identity: in devices.yaml)")
+        if userinfo.startswith("-"):
+            raise bad(f"the user {userinfo!r} looks like a command-line option")
+        if userinfo and not _USER.fullmatch(userinfo):
+            raise bad(f"the user {userinfo!r} has characters a login name does not")
+        if hostport.startswith("["):  # [IPv6]:port
+            host, _, after = hostport[1:].partition("]")
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                raise bad(f"{host!r} in brackets is not an IPv6 address") from None
+            if after and not after.startswith(":"):
+                raise bad(f"unexpected {after!r} after the host")
+            has_port, port_text = bool(after), after[1:]
+        else:
+            host, colon, port_text = hostport.partition(":")
+            has_port = bool(colon)
+            if not host:
+                raise bad("no host")
+            if host.startswith("-"):
+                raise bad(f"the host {host!r} looks like a command-line option")
+            if not _HOST.fullmatch(host):
+                raise bad(f"the host {host!r} is not a host name or an IP address")
+        if has_port and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+            raise bad(f"the port {port_text!r} is not a number from 1 to 65535")
+        return cls(userinfo or None, host, int(port_text) if has_port else 22)
 
     @property
     def login(self) -> str:
@@ -61,7 +113,7 @@ class SshTarget(Target):
             cmd += ["-i", str(Path(s.identity).expanduser()), "-o", "IdentitiesOnly=yes"]
         for opt in s.ssh_options:
             cmd += ["-o", opt]
-        return [*cmd, self.addr.login, remote]
+        return [*cmd, "--", self.addr.login, remote]  # "--": nothing after it is an ssh option
 
     def _explain(self, err: list[str]) -> str:
         text = " ".join(ln.strip() for ln in err if ln.strip())
@@ -71,6 +123,9 @@ class SshTarget(Target):
                     f"ssh-keyscan -p {self.addr.port} {self.addr.host} >> {self.spec.known_hosts or '~/.ssh/known_hosts'}")
         if "Permission denied" in text:
             return f"{where}: key authentication failed for {self.addr.login} (identity: {self.spec.identity or 'ssh default keys'})"
+        if _UNRESOLVED.search(text):
+            return (f"{where}: the host name {self.addr.host!r} does not resolve ({text[-160:]}); "
+                    "check the name in devices.yaml, or use the board's IP address")
         m = _TRANSIENT.search(text)
         reason = m.group(0) if m else (text[-200:] or "ssh failed")
         return f"{where} is unreachable ({reason}); check the host, the port and that sshd runs there"
@@ -114,41 +169,55 @@ class SshTarget(Target):
         d = shlex.quote(remote_dir)
         agent = " ".join(shlex.quote(a) for a in [self.spec.python, "-m", "devices.agent", *args, *self.spec.default_agent_args(),
                                                     *agent_args, "--json_stats", RESULT, "--device_name", self.name])
+        keep = False
         try:
-            result = self._run_agent(d, agent, log)
+            result = self._run_agent(remote_dir, agent, log)
+        except ResultLeftOnDevice:
+            keep = True  # the measurement is there: never remove it
+            raise
         finally:
-            try:
-                self._ssh(f"rm -rf {d}", lambda m: None, self.spec.connect_timeout + 30, what="cleanup")
-            except DeviceError as exc:
-                log(f"{self.name}: could not remove {remote_dir} ({exc})")
+            if not keep:
+                try:
+                    self._ssh(f"rm -rf {d}", lambda m: None, self.spec.connect_timeout + 30, what="cleanup")
+                except DeviceError as exc:
+                    log(f"{self.name}: could not remove {remote_dir} ({exc})")
         return self.label(result)
 
-    def _run_agent(self, d: str, agent: str, log: Log) -> dict:
+    def _run_agent(self, remote_dir: str, agent: str, log: Log) -> dict:
+        d = shlex.quote(remote_dir)
         try:
-            rc, _, err = run_streaming(self.ssh_command(f"cd {d} && {agent}"), log, self.spec.timeout, prefix=f"{self.name}: ")
+            rc, stdout, err = run_streaming(self.ssh_command(f"cd {d} && {agent}"), log, self.spec.timeout, prefix=f"{self.name}: ")
         except DeviceError:
             raise DeviceError(f"{self.spec.url}: no result within {self.spec.timeout:.0f}s (raise timeout: in devices.yaml)") from None
         if rc == SSH_ERROR:
             first = (err or ["connection lost"])[-1].strip()
             log(f"{self.name}: connection dropped during the run ({first}); reconnecting")
             try:
-                rc2, out, _ = self._ssh(f"cat {d}/{RESULT}", log, self.spec.connect_timeout + 30, what="reconnect")
+                rc2, out, _ = self._ssh(f"cat {shlex.quote(remote_dir + '/' + RESULT)}", log, self.spec.connect_timeout + 30,
+                                        what="reconnect")
             except DeviceError as exc:
                 raise DeviceError(f"{self.spec.url}: the connection dropped during the benchmark run ({first}), "
                                   f"and reconnecting failed: {exc}; the job folder {d} may be left on the board") from None
             if rc2 == 0 and out.strip():
                 return parse_result(out, self.spec.url)
             log(f"{self.name}: no result after the drop, running the agent again")
-            rc, _, err = run_streaming(self.ssh_command(f"cd {d} && {agent}"), log, self.spec.timeout, prefix=f"{self.name}: ")
+            rc, stdout, err = run_streaming(self.ssh_command(f"cd {d} && {agent}"), log, self.spec.timeout, prefix=f"{self.name}: ")
             if rc == SSH_ERROR:
                 raise DeviceError(f"{self.spec.url}: the connection dropped during the benchmark run, twice ({(err or ['?'])[-1].strip()})")
+        salvaged = result_from_stdout(rc, stdout, err, self.spec.url, log)
+        if salvaged is not None:
+            return salvaged
         if rc == 127:
             raise DeviceError(f"{self.spec.url}: no Python at {self.spec.python!r} on the board; set python: in devices.yaml")
         if rc != 0:
             raise DeviceError(f"{self.spec.url}: the agent failed (exit {rc}): {agent_failure(err)}")
-        rc, out, err = self._ssh(f"cat {d}/{RESULT}", log, self.spec.connect_timeout + 60, what="fetch")
-        if rc != 0:
-            raise DeviceError(f"{self.spec.url}: fetching the result failed: {agent_failure(err)}")
-        return parse_result(out, self.spec.url)
+        left = f"the result is kept on the board at {remote_dir}/{RESULT}: copy it with scp, then remove {remote_dir}"
+        try:
+            rc, out, err = self._ssh(f"cat {shlex.quote(remote_dir + '/' + RESULT)}", log, self.spec.connect_timeout + 60, what="fetch")
+            if rc != 0:
+                raise DeviceError(agent_failure(err))
+            return parse_result(out, self.spec.url)
+        except DeviceError as exc:
+            raise ResultLeftOnDevice(f"{self.spec.url}: the agent finished but fetching its result failed ({exc}); {left}") from None
 
 

@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import re
+import sys
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from exporters.artifact import Artifact, IntegerCoverage, require_integer
+from exporters.errors import ExportError
 from exporters.spec import INPUT_NAME, OUTPUT_NAME, DeploymentSpec, IntConv2d, IntLinear, IOContract, lower
 from runtimes.onnxruntime_coverage import onnxruntime_coverage, optimized_op_counts
 
@@ -59,13 +64,95 @@ def qdq_graph(spec: DeploymentSpec) -> nn.Module:
     return lower(spec.graph, lambda m: _QDQWeight(m) if isinstance(m, (IntConv2d, IntLinear)) else None)
 
 
+# What to do when torch.onnx cannot export an op: both targets that go through it, and the one that does not.
+_ADVICE = ("the onnx and openvino targets both export through torch.onnx: replace that op in the model's forward(), "
+           "or drop those targets (e.g. --target tflite)")
+_OP_IN_MESSAGE = re.compile(r"operator '([^']+)'")
+
+
+@contextlib.contextmanager
+def _native_output_muted() -> Iterator[None]:
+    """Discard what C++ code writes to fds 1 and 2 meanwhile.
+
+    torch.onnx (2.13) switches its C++ log on for every export (``setup_onnx_logging`` tests a function object,
+    which is always true) and then prints the whole TorchScript graph to stderr when an export fails: pages of
+    IR above the one-line error. Python's ``redirect_stdout`` cannot reach C++ streams, so the fds are swapped.
+    """
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = (os.dup(1), os.dup(2))
+    except (OSError, ValueError):  # no fds to swap (closed, or replaced streams): leave the output as it is
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
 def _torch_export(model: nn.Module, example: torch.Tensor, path: Path) -> None:
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, do_constant_folding=True,
-        )
+    """``torch.onnx.export`` (TorchScript exporter, :data:`OPSET`); what it cannot export is one :class:`ExportError`."""
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _native_output_muted():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, do_constant_folding=True,
+            )
+    except torch.onnx.errors.UnsupportedOperatorError as exc:
+        match = _OP_IN_MESSAGE.search(str(exc))
+        op = match.group(1) if match else str(exc).splitlines()[0]
+        raise ExportError(f"cannot write {Path(path).name}: torch.onnx has no ONNX export for {op!r} at opset {OPSET}; {_ADVICE}") from exc
+    except RuntimeError as exc:  # the tracer and the symbolic functions (torch.onnx.errors.* are RuntimeErrors)
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        raise ExportError(f"cannot write {Path(path).name}: torch.onnx failed ({type(exc).__name__}: {lines[0] if lines else ''}); "
+                          f"{_ADVICE}") from exc
+
+
+# Traced ops the exporter's graph passes erase before it looks up symbolic functions: the number-type casts that
+# tracing records around Python ints (``torch.arange(x.shape[-1])`` traces an aten::ScalarImplicit).
+_ERASED_BEFORE_EXPORT = frozenset({"aten::ScalarImplicit", "aten::Int", "aten::Float", "aten::IntImplicit", "aten::FloatImplicit"})
+
+
+def _registered_ops() -> Callable[[str], object | None]:
+    """The TorchScript exporter's symbolic-function lookup (``aten::op`` → its functions by opset), all opsets loaded."""
+    from torch.onnx._internal.torchscript_exporter import registration
+    from torch.onnx._internal.torchscript_exporter.utils import _trigger_symbolic_function_registration
+
+    _trigger_symbolic_function_registration()
+    return registration.registry.get_function_group
+
+
+def unsupported_ops(ops: dict[str, str]) -> dict[str, str]:
+    """``{op: why}`` for the traced ops (``aten::fft_rfft``, from ``torch.jit.trace``) torch.onnx cannot export at :data:`OPSET`.
+
+    The exporter's own table: it translates each traced op by the symbolic function registered for it at the
+    opset and fails on one that has none, so an op missing here is exactly an op the export would fail on.
+    Private API: when a torch release moves it, no op is reported (the export still fails with a clear line).
+    """
+    try:
+        lookup = _registered_ops()
+    except (ImportError, AttributeError):  # pragma: no cover - depends on the torch version
+        return {}
+    out = {}
+    for op in ops:
+        if op in _ERASED_BEFORE_EXPORT:
+            continue
+        name = op[:-1] if op.endswith("_") else op  # as the exporter does: in-place relu_ is exported as relu
+        group = lookup(name)
+        if group is not None and group.get(OPSET) is not None:
+            continue
+        since = group.get_min_supported() if group is not None else None
+        out[op] = (f"has no ONNX export at opset {OPSET}" + (f" (torch.onnx supports it from opset {since})" if since else "")
+                   + f"; {_ADVICE}")
+    return out
 
 
 def export_fp32(model: nn.Module, contract: IOContract, path: Path) -> Artifact:
@@ -93,7 +180,7 @@ def export_qdq(spec: DeploymentSpec, path: Path) -> Artifact:
 
 
 def check_integer(artifact: Artifact, sample: np.ndarray, min_share: float = 1.0, optimized_path: Path | None = None) -> IntegerCoverage:
-    """Read ORT's optimized graph and profiled run on ``sample``; fail naming the ops that would run a conv/gemm in float."""
+    """Read ORT's optimized graph and profiled run on ``sample``; fail naming the ops that would run float MACs, or any op the reader does not recognise."""
     x = np.ascontiguousarray(np.asarray(sample, dtype=np.float32)[:1])
     cov = onnxruntime_coverage(artifact.path, x)
     if optimized_path is not None:

@@ -16,6 +16,7 @@ Recipe measured on this machine (docs/conversion.md §4, §7):
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from exporters.spec import IOContract
 from runtimes.formats import BY_NAME
 from runtimes.openvino_coverage import classify, openvino_coverage
 
-__all__ = ["check_integer_openvino", "export_ir", "openvino_coverage"]
+__all__ = ["check_integer_openvino", "export_ir", "openvino_coverage", "unsupported_ops"]
 
 
 def _ov():
@@ -36,6 +37,37 @@ def _ov():
     except ImportError as exc:  # pragma: no cover - depends on the machine
         raise ExportError("the openvino target needs OpenVINO: pip install openvino") from exc
     return ov
+
+
+# OpenVINO's conversion report ends with a summary naming the ONNX ops it has no rule for, or failed on:
+#   -- No conversion rule found for operations: Bernoulli-17, com.example.Foo
+#   -- Conversion is failed for: HannWindow-17
+_UNCONVERTED = re.compile(r"--\s*(No conversion rule found for operations|Conversion is failed for):\s*(.+)")
+
+
+def _conversion_error(exc: BaseException, artifact: str) -> str:
+    """One line naming the ONNX ops OpenVINO could not convert (its first line is only a source location) and what to do."""
+    text = str(exc)
+    found = [(m.group(1), m.group(2).strip()) for m in _UNCONVERTED.finditer(text)]
+    if found:
+        ops = ", ".join(ops for _, ops in found)
+        why = "no conversion rule" if all(kind.startswith("No") for kind, _ in found) else "conversion failed"
+        what = f"the ONNX op(s) {ops} ({why})"
+    else:
+        lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip() and not ln.strip().startswith("Check ")]
+        what = f"the model ({type(exc).__name__}: {lines[0] if lines else text.strip()[:200]})"
+    return (f"cannot write {artifact}: OpenVINO cannot convert {what} that torch.onnx wrote for the openvino target; "
+            "replace that op in the model's forward(), or drop the openvino target (e.g. --target onnx or tflite)")
+
+
+def unsupported_ops(ops: dict[str, str]) -> dict[str, str]:
+    """``{op: why}`` for traced ops with no route to the IR: it is converted from the ONNX export, so ONNX's routes.
+
+    OpenVINO's own ONNX frontend can still refuse an op torch.onnx writes; that shows only when converting.
+    """
+    from exporters.onnx.export import unsupported_ops as onnx_unsupported
+
+    return onnx_unsupported(ops)
 
 
 def export_ir(onnx_path: Path, ir_path_xml: Path, precision: str, contract: IOContract) -> Artifact:
@@ -51,7 +83,7 @@ def export_ir(onnx_path: Path, ir_path_xml: Path, precision: str, contract: IOCo
         try:
             model = ov.convert_model(str(onnx_path))
         except Exception as exc:  # noqa: BLE001  (OpenVINO raises several converter-specific types)
-            raise ExportError(f"OpenVINO could not convert {onnx_path.name}: {str(exc).strip().splitlines()[0]}") from exc
+            raise ExportError(_conversion_error(exc, xml.name)) from exc
         ov.save_model(model, str(tmp_xml), compress_to_fp16=False)
         tmp_bin, bin_path = tmp_xml.with_suffix(".bin"), xml.with_suffix(".bin")
         os.replace(tmp_bin, bin_path)  # weights first: the .xml appearing is the commit
@@ -67,7 +99,7 @@ def export_ir(onnx_path: Path, ir_path_xml: Path, precision: str, contract: IOCo
 
 def check_integer_openvino(artifact: Artifact, sample: np.ndarray, min_share: float = 1.0, threads: int = 1,
                            precision_hint: str = "f32") -> IntegerCoverage:
-    """Read the CPU plugin's executed graph on ``sample``; fail naming the ops that would run a conv/matmul in float."""
+    """Read the CPU plugin's executed graph on ``sample``; fail naming the ops that would run float MACs, or any op the reader does not recognise."""
     from runtimes.openvino_backend import OvPredictor
 
     x = np.ascontiguousarray(np.asarray(sample, dtype=np.float32)[:1])

@@ -30,6 +30,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import tempfile
 import time
 import warnings
@@ -49,6 +50,18 @@ from runtimes.litert_coverage import TfliteGraph, read_graph, tflite_coverage
 
 IO_MODES = ("int8", "float")
 QAT_SCALES, PTQ_CALIBRATED = "qat-scales", "ptq-calibrated"
+_ADVICE = "replace that op in the model's forward(), or drop the tflite target (e.g. --target onnx)"
+
+# Traced ops (torch.jit names, as exporters/preflight.py collects them) that litert-torch 0.10 cannot take to a
+# .tflite LiteRT runs, whatever their shapes, seen on small models: litert-torch has no route table that is cheap to
+# load (importing it takes seconds), so the preflight checks these. Shape-dependent failures (Tensor.unfold on a 4-D
+# tensor: a pad above 4-D) are left to the conversion, which fails with a clear line too.
+NO_ROUTE: dict[str, str] = {
+    "aten::sort": "is written as STABLEHLO_SORT, which LiteRT has no kernel for",
+    "aten::argsort": "fails in the converter (a sort comparator on int64 indices)",
+    "aten::one_hot": "has no lowering in litert-torch (aten._assert_async)",
+}
+_NO_KERNEL = re.compile(r"Didn't find op for builtin opcode '([A-Z0-9_]+)'")
 
 
 @dataclass(frozen=True)
@@ -100,9 +113,29 @@ def _convert(module: nn.Module, contract: IOContract, out: Path, quantized: bool
             edge = litert_torch.convert(module.eval(), sample_kwargs={INPUT_NAME: example}, quant_config=quant_config)
             edge.export(str(out))
         except Exception as exc:  # noqa: BLE001  (torch.export, lowering and the MLIR converter raise many types)
-            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-            raise ExportError(f"litert-torch could not convert the model: {type(exc).__name__}: {lines[0] if lines else ''}") from exc
+            lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+            raise ExportError(f"cannot write {Path(out).name} for the tflite target: litert-torch could not convert the model "
+                              f"({type(exc).__name__}: {lines[0] if lines else ''}); {_ADVICE}") from exc
     return time.perf_counter() - start
+
+
+def unsupported_ops(ops: dict[str, str]) -> dict[str, str]:
+    """``{op: why}`` for the traced ops :data:`NO_ROUTE` knows to fail on the tflite target."""
+    return {op: f"{NO_ROUTE[op]}, so the tflite target cannot convert it; {_ADVICE}" for op in ops if op in NO_ROUTE}
+
+
+def _read(path: Path) -> TfliteGraph:
+    """:func:`read_graph`, with a converted op the interpreter cannot run (``STABLEHLO_SORT``) as one ExportError."""
+    try:
+        return read_graph(path)
+    except (ValueError, RuntimeError) as exc:
+        match = _NO_KERNEL.search(str(exc))
+        if match is None:
+            lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+            raise ExportError(f"cannot write {path.name} for the tflite target: LiteRT cannot load the converted model "
+                              f"({type(exc).__name__}: {lines[0] if lines else ''}); {_ADVICE}") from exc
+        raise ExportError(f"cannot write {path.name} for the tflite target: litert-torch converted the model, but LiteRT has no "
+                          f"kernel for {match.group(1)}, which one of its ops became; {_ADVICE}") from exc
 
 
 def _contract(contract: IOContract, g: TfliteGraph) -> tuple[list[dict], list[dict]]:
@@ -156,7 +189,7 @@ def _write(module: nn.Module, contract: IOContract, path: Path, precision: str, 
             float_interface(raw, path)
         else:
             os.replace(raw, path)
-    g = read_graph(path)
+    g = _read(path)
     ins, outs = _contract(contract, g)
     if options.io == "int8" and (ins[0]["dtype"] != "int8" or outs[0]["dtype"] != "int8"):
         raise ExportError(f"{path.name}: the converter left a {ins[0]['dtype']} input / {outs[0]['dtype']} output, expected int8 edges")
@@ -196,7 +229,7 @@ def export_fp32(model: nn.Module, contract: IOContract, path: Path) -> Artifact:
     """FP32 .tflite of the float model (same NHWC edges), for comparisons."""
     path = Path(path)
     seconds = _convert(EdgeModel(model.eval()), contract, path, quantized=False)
-    g = read_graph(path)
+    g = _read(path)
     ins, outs = _contract(contract, g)
     art = Artifact(path, "tflite", "fp32", ins, outs, path.stat().st_size)
     art.notes.update({"io": "float", "layout": "NHWC", "op_histogram": g.histogram, "transposes": g.histogram.get("TRANSPOSE", 0),
@@ -206,7 +239,7 @@ def export_fp32(model: nn.Module, contract: IOContract, path: Path) -> Artifact:
 
 def check_integer_tflite(artifact: Artifact, min_share: float = 1.0) -> IntegerCoverage:
     """Re-read a written .tflite with the interpreter; record its coverage and op histogram; fail like the ONNX gate."""
-    g = read_graph(artifact.path)
+    g = _read(artifact.path)
     cov = tflite_coverage(g)
     _record(artifact, g, cov)
     gate(cov, artifact.path.name, min_share)

@@ -16,6 +16,7 @@ from torch import nn
 from pipeline.quant.distill import kd_kl
 from pipeline.quant.settings import QATSettings  # torch-free home (pipeline.config imports it); also importable from here
 from pipeline.train import distributed, engine
+from pipeline.train.checkpoint import Checkpointer
 from pipeline.train.placement import CPU, Placement
 
 # A loss hook lets a method add terms: f(student, teacher, x, labels, s_logits, t_logits) -> loss
@@ -52,12 +53,17 @@ class PoolKD(engine.Recipe):
         backward(loss)
         return loss.detach()
 
+    def rng_streams(self) -> dict[str, torch.Generator]:
+        return {"batches": self.gen}
+
 
 def train_qat(student: nn.Module, teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, settings: QATSettings,
-              seed: int = 0, extra_loss: ExtraLoss | None = None, desc: str = "qat", placement: Placement = CPU) -> list[float]:
-    """Train ``student`` (already calibrated) for ``settings.steps`` steps of KD on the pool; returns the loss curve."""
+              seed: int = 0, extra_loss: ExtraLoss | None = None, desc: str = "qat", placement: Placement = CPU,
+              checkpoint: Checkpointer | None = None) -> list[float]:
+    """Train ``student`` (already calibrated) for ``settings.steps`` steps of KD on the pool; returns the loss curve.
+    ``checkpoint``: resume from / save to the stage's checkpoint (:mod:`pipeline.train.checkpoint`)."""
     recipe = PoolKD(student, teacher, images, labels, settings, placement, seed, extra_loss)
-    return engine.train(student, teacher, recipe, settings, placement, desc)
+    return engine.train(student, teacher, recipe, settings, placement, desc, checkpoint=checkpoint)
 
 
 @torch.no_grad()

@@ -9,7 +9,6 @@ device checks); per-layer SQNR along the network; each device's environment and 
 from __future__ import annotations
 
 import json
-import os
 import time
 from html import escape
 from pathlib import Path
@@ -56,6 +55,14 @@ def _samples(report: dict, dev: dict) -> dict[int, list[float]]:
 def device_label(dev: dict) -> str:
     """A device result's name, marked when its latencies were measured on an emulated CPU (never a device figure)."""
     return dev["device"]["name"] + (" (emulated CPU)" if dev.get("latency_source") == "emulated" else "")
+
+
+def device_results_left_out(report: dict) -> list[str]:
+    """The device results a report did not use, one line each with the reason (stale artifact, malformed file)."""
+    lines = [f"device result {d.get('result_file', '?')} is stale, left out: {d.get('reason', '?')}; "
+             "bench the current artifact again (pipeline bench)" for d in report.get("devices_stale") or []]
+    return lines + [f"device result {d.get('result_file', '?')} is not a valid device result, skipped: {d.get('reason', '?')}"
+                    for d in report.get("devices_invalid") or []]
 
 
 def isa_summary(env: dict) -> str:
@@ -217,6 +224,12 @@ def render(reports: list[dict], title: str | None = None) -> str:
                                f"{_run_label(rep, many)}SQNR of each conv/linear output vs the FP model (higher is better)", "SQNR (dB)")
         parts.append(chart or '<p class="note">No per-layer data (re-run the check stage: pipeline run --from check).</p>')
 
+    # device results not used: stale (another artifact) or invalid (malformed file)
+    left_out = [(rep, line) for rep in reports for line in device_results_left_out(rep)]
+    if left_out:
+        parts.append("<h2>Device results left out</h2><ul>" + "".join(f'<li class="flag">{escape(_run_label(rep, many) + line)}</li>'
+                                                                     for rep, line in left_out) + "</ul>")
+
     # devices
     devs = [(rep, d) for rep in reports for d in rep.get("devices") or []]
     if devs:
@@ -244,8 +257,6 @@ def render(reports: list[dict], title: str | None = None) -> str:
 
 
 def write_html(path: Path, reports: list[dict], title: str | None = None) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render(reports, title), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from runtimes.atomic import write_text
+
+    return write_text(Path(path), render(reports, title))

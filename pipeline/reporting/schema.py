@@ -11,6 +11,10 @@
 - ``devices``: one entry per ``pipeline bench`` result of this run (schema ``zsq.bench/1``, samples left in the
   result file named by ``result_file``): device, artifact, settings, environment, runs (per thread count:
   cold start, steady-state summary of the trials, peak RSS), reference (agreement on the device), flags, status.
+  Only valid results (:data:`devices.results.RESULT_SCHEMA`) of the artifacts of the current export, byte for byte.
+- ``devices_stale``: device results of an artifact the export no longer has or has since changed (``result_file``,
+  ``device``, ``artifact``, ``reason``); their figures are in no other field.
+- ``devices_invalid``: result files that are unreadable, not JSON or not ``zsq.bench/1`` (``result_file``, ``reason``).
 - ``speedups``: integer-vs-FP32 p50 ratio per device, runtime and thread count.
 """
 
@@ -54,41 +58,22 @@ REPORT_SCHEMA: dict = {
                                                      "flags": {"type": "array", "items": {"type": "string"}},
                                                      "environment": {"type": "object"},
                                                      "result_file": {"type": "string"}}}},
+        "devices_stale": {"type": "array", "items": {"type": "object", "required": ["result_file", "device", "artifact", "reason"],
+                                                       "properties": {k: {"type": "string"}
+                                                                      for k in ("result_file", "device", "artifact", "reason")}}},
+        "devices_invalid": {"type": "array", "items": {"type": "object", "required": ["result_file", "reason"],
+                                                         "properties": {k: {"type": "string"} for k in ("result_file", "reason")}}},
         "speedups": {"type": "array", "items": {"type": "object", "required": ["device", "runtime", "threads", "speedup"],
                                                   "properties": {"speedup": {"type": "number"}, "threads": {"type": "integer"}}}},
     },
 }
 
-_TYPES = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
-
 
 def validate(data: object, schema: dict = REPORT_SCHEMA, where: str = "report") -> list[str]:
-    """Errors of ``data`` against the subset of JSON Schema used here (type, required, properties, items, enum)."""
-    errors: list[str] = []
-    types = schema.get("type")
-    if types is not None:
-        names = types if isinstance(types, list) else [types]
-        ok = any(isinstance(data, _TYPES[t]) and not (t in ("integer", "number") and isinstance(data, bool)) for t in names)
-        if not ok:
-            return [f"{where}: expected {'/'.join(names)}, got {type(data).__name__}"]
-    if "enum" in schema and data not in schema["enum"]:
-        errors.append(f"{where}: {data!r} not one of {schema['enum']}")
-    if isinstance(data, dict):
-        for key in schema.get("required", []):
-            if key not in data:
-                errors.append(f"{where}: missing {key!r}")
-        for key, sub in schema.get("properties", {}).items():
-            if key in data:
-                errors += validate(data[key], sub, f"{where}.{key}")
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            for key, value in data.items():
-                if key not in schema.get("properties", {}):
-                    errors += validate(value, extra, f"{where}.{key}")
-    if isinstance(data, list) and "items" in schema:
-        for i, item in enumerate(data):
-            errors += validate(item, schema["items"], f"{where}[{i}]")
-    return errors
+    """Errors of ``data`` against the subset of JSON Schema used here (type, required, properties, items, enum, minItems, minimum)."""
+    from devices.results import check
+
+    return check(data, schema, where)
 
 
 if __name__ == "__main__":

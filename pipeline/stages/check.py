@@ -16,7 +16,7 @@ import torch
 
 import runtimes
 from devices.reference import metrics
-from pipeline.evaldata import load_eval_data
+from pipeline.evaldata import digest, load_eval_data
 from pipeline.quant.qat import predict
 from pipeline.runner import RunContext, write_json
 from pipeline.stages.export import load_artifacts
@@ -167,8 +167,14 @@ def outputs(ctx: RunContext) -> list[Path]:
 def inputs(ctx: RunContext) -> list[Path]:
     from pipeline.stages.export import outputs as export_outputs
 
-    extra = [Path(ctx.cfg.check.eval_data)] if ctx.cfg.check.eval_data and Path(ctx.cfg.check.eval_data).is_file() else []
-    return [ctx.layout.holdout_set, *export_outputs(ctx), *extra]
+    return [ctx.layout.holdout_set, *export_outputs(ctx)]
+
+
+def key_extra(ctx: RunContext) -> dict:
+    """``--eval-data`` as a digest of what the loader reads, folder or file (the runner's input hashes take files only):
+    an edited, added or moved image re-runs the check; a dot entry or a non-image file does not."""
+    data = ctx.cfg.check.eval_data
+    return {"eval_data": digest(data)} if data else {}
 
 
 __all__ = ["run"]

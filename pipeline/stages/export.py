@@ -15,6 +15,7 @@ import numpy as np
 from exporters import registry
 from exporters.artifact import Artifact
 from exporters.format import ExportInputs
+from pipeline.layout import ARTIFACT_PREFIX
 from pipeline.quant.deploy import deployment_spec, io_contract
 from pipeline.runner import RunContext, write_json
 from pipeline.stages.qat import load_student, scheme
@@ -26,6 +27,8 @@ def _log_integer(ctx: RunContext, art: Artifact) -> None:
     """One line per integer artifact: size, MAC share in integer on its runtime, the integer kernels."""
     cov = art.coverage
     kernels = ", ".join(f"{v} {k}" for k, v in sorted(cov.int_kernels.items()))
+    if cov.float_kernels:
+        kernels += "; float: " + ", ".join(f"{v} {k}" for k, v in sorted(cov.float_kernels.items()))
     detail = f" (hint {art.notes['precision_hint']})" if "precision_hint" in art.notes else ""
     detail += f", {art.notes['mode']}" if "mode" in art.notes else ""
     ctx.log(f"  {art.path.name}: {art.size_bytes / 1e6:.2f} MB, {cov.share:.1%} of MACs in integer on {cov.runtime}{detail} ({kernels})")
@@ -56,6 +59,28 @@ def run(ctx: RunContext) -> None:
             artifacts.append(art)
     _, card = ctx.teacher()
     write_json(ctx.layout.export_index, {"artifacts": [a.to_dict(ctx.run_dir) for a in artifacts], "card": card.to_dict()})
+    moved = set_aside_superseded(ctx.layout, [f for a in artifacts for f in artifact_files(a.path)])
+    if moved:
+        ctx.log(f"  moved {len(moved)} file(s) this export did not make to {ctx.layout.superseded.name}/: {', '.join(moved)}")
+
+
+def set_aside_superseded(layout, current: list[Path]) -> list[str]:
+    """Move artifacts of an earlier export that this one did not make (another ``--bits`` or ``--target``) into
+    ``superseded/``, so the run folder holds only what ``export.json`` lists and nothing stale is benched or reported.
+
+    One generation is kept there (the folder is emptied first): enough to recover a file, never a growing pile.
+    """
+    import shutil
+
+    keep = {Path(p).name for p in current}
+    stale = sorted(p for p in layout.root.glob(f"{ARTIFACT_PREFIX}.*") if p.is_file() and p.name not in keep)
+    if not stale:
+        return []
+    shutil.rmtree(layout.superseded, ignore_errors=True)
+    layout.superseded.mkdir()
+    for p in stale:
+        p.replace(layout.superseded / p.name)
+    return [p.name for p in stale]
 
 
 def load_artifacts(ctx: RunContext) -> list[Artifact]:

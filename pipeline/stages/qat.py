@@ -52,7 +52,14 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run(ctx: RunContext) -> None:
-    """Calibrate and train on every rank (data-parallel, one student); rank 0 writes it."""
+    """Calibrate and train on every rank (data-parallel, one student); rank 0 writes it.
+
+    The QAT loop checkpoints into ``checkpoints/qat.pt`` every ``host.checkpoint_every`` steps; a rerun after a kill
+    calibrates again (cheap, deterministic), then continues the loop from there.
+    """
+    from pipeline.train.checkpoint import for_stage
+    from runtimes import atomic
+
     teacher, card = ctx.teacher_on_device()
     q, place = ctx.cfg.qat, ctx.placement
     # rank 0 reads the sets and hands them to the others: a multi-host run needs no shared folder
@@ -65,7 +72,9 @@ def run(ctx: RunContext) -> None:
     method_name = train.meta.get("method", ctx.cfg.synthesis.method)
     method = create_method(method_name, train.meta.get("options", ctx.cfg.synthesis.options), place)
     settings = q.settings()
-    job = QATJob(student, teacher, card, train, settings, seed=q.seed, calib_images=q.calib_images, act_init=q.act_init, log=ctx.log)
+    checkpoint = for_stage(ctx, "qat").phase(None, settings.steps, ctx.cfg.host.checkpoint_every)
+    job = QATJob(student, teacher, card, train, settings, seed=q.seed, calib_images=q.calib_images, act_init=q.act_init, log=ctx.log,
+                 checkpoint=checkpoint)
     method.calibrate(job)
     fp_h = predict(teacher, xh)
     start = agreement(predict(student, xh), fp_h)
@@ -75,10 +84,10 @@ def run(ctx: RunContext) -> None:
     ctx.log(f"  after {len(losses)} QAT steps ({method_name}): agreement {end:.1%}")
     if not place.is_main:
         return
-    out = ctx.layout.ensure(ctx.layout.student)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(student.state_dict() if place.device.type == "cpu" else copy.deepcopy(student).cpu().state_dict(), tmp)
-    tmp.replace(out)
+    state = student.state_dict() if place.device.type == "cpu" else copy.deepcopy(student).cpu().state_dict()
+    # through memory, not a path: torch names the zip's inner folder after a path (the temporary name is random), and
+    # its zip writer turns a full disk into a RuntimeError
+    atomic.write_via(ctx.layout.ensure(ctx.layout.student), lambda f: torch.save(state, f))
     sch = scheme(ctx)
     write_json(ctx.layout.ensure(ctx.layout.qat_metrics), {
         "scheme": sch.name, "profile": q.profile, "overflow_fix": q.overflow_fix,

@@ -3,7 +3,9 @@
 ``report.json`` follows the schema documented in :mod:`pipeline.reporting.schema`;
 ``report.html`` is one self-contained page with the plots (:mod:`pipeline.reporting.html`).
 Device results written by ``pipeline bench`` / ``pipeline run --device`` into
-``bench/results/<device>/`` are part of both.
+``bench/results/<device>/`` are part of both, when they are valid (:func:`devices.results.read`)
+and measured the artifact now in the run folder (same sha256); the others are listed, with the
+reason, as ``devices_invalid`` and ``devices_stale`` and their figures stay out of every table.
 """
 
 from __future__ import annotations
@@ -21,22 +23,36 @@ def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def device_results(run_dir: Path) -> list[dict]:
-    """Every ``pipeline bench`` result of this run (the timed samples stay in the result files)."""
-    out = []
+def device_results(run_dir: Path, artifacts: list[dict]) -> tuple[list[dict], list[dict], list[dict]]:
+    """This run's ``pipeline bench`` results: (current, stale, invalid). Timed samples stay in the result files.
+
+    Current: valid and of an artifact of this export, byte for byte (``artifacts`` is export.json's list).
+    Stale: of an artifact the export no longer has, or has since changed (another ``--bits``, a re-export).
+    Invalid: unreadable, not JSON or not following ``zsq.bench/1``; one bad file must not stop the report.
+    """
+    from devices.results import InvalidResult, read, stale_reason
+
+    exported = {Path(a["path"]).name: run_dir / a["path"] for a in artifacts if isinstance(a, dict) and isinstance(a.get("path"), str)}
+    digests: dict[Path, dict[str, str]] = {}
+    current, stale, invalid = [], [], []
     for path in sorted(RunLayout(run_dir).bench_results.glob("*/*.json")):
+        rel = str(path.relative_to(run_dir))
         try:
-            r = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+            r = read(path)
+        except InvalidResult as exc:
+            invalid.append({"result_file": rel, "reason": str(exc)})
             continue
-        if not isinstance(r, dict) or "runs" not in r:
+        name = r["artifact"]["name"]
+        why = stale_reason(r, exported.get(name), digests)
+        if why:
+            stale.append({"result_file": rel, "device": r["device"]["name"], "artifact": name, "reason": why})
             continue
         for run in r["runs"]:
             for trial in run.get("trials", []):
                 trial.pop("samples_ms", None)
-        r["result_file"] = str(path.relative_to(run_dir))
-        out.append(r)
-    return out
+        r["result_file"] = rel
+        current.append(r)
+    return current, stale, invalid
 
 
 def build_report(run_dir: Path) -> dict:
@@ -45,6 +61,7 @@ def build_report(run_dir: Path) -> dict:
     lay = RunLayout(run_dir)
     export = _load(lay.export_index)
     check = _load(lay.check_result)
+    devices, stale, invalid = device_results(run_dir, export.get("artifacts", []))
     report = {
         "schema_version": SCHEMA_VERSION,
         "run_dir": str(run_dir),
@@ -54,7 +71,9 @@ def build_report(run_dir: Path) -> dict:
         "qat": _load(lay.qat_metrics),
         "artifacts": export.get("artifacts", []),
         "check": check,
-        "devices": device_results(run_dir),
+        "devices": devices,
+        "devices_stale": stale,
+        "devices_invalid": invalid,
     }
     report["speedups"] = speedups(report)
     return report
@@ -98,7 +117,7 @@ def summary(report: dict) -> str:
         if cov:
             kernels = ", ".join(f"{v} {k}" for k, v in sorted(cov["int_kernels"].items()) if k not in ("QuantizeLinear", "DequantizeLinear"))
             lines.append(f"integer coverage {art['path']}: {cov['share'] * 100:.1f}% of MACs on {cov['runtime']} ({kernels})")
-    from pipeline.reporting.html import device_label
+    from pipeline.reporting.html import device_label, device_results_left_out
 
     for w in check.get("warnings") or []:
         lines.append(f"warning (host check): {w}")
@@ -107,12 +126,14 @@ def summary(report: dict) -> str:
             s = r["steady"]
             p50 = s.get("p50_ms")
             emulated = " [emulated CPU: not a device figure]" if d.get("latency_source") == "emulated" else ""
+            p90 = "-" if s.get("p90_ms") is None else f"{s['p90_ms']:.3f}"  # benchmark_model prints p50 but no p90
             lines.append(f"device {device_label(d)}: {d['artifact']['name']} {r['threads']}T "
-                         + (f"p50 {p50:.3f} ms p90 {s['p90_ms']:.3f} ms" if p50 is not None else f"mean {s['mean_ms']:.3f} ms")
+                         + (f"p50 {p50:.3f} ms p90 {p90} ms" if p50 is not None else f"mean {s['mean_ms']:.3f} ms")
                          + f", spread {s['spread']:.1%}, status {d['status']}{emulated}")
         for flag in d.get("flags", []):
             if "saturate" in flag:
                 lines.append(f"device {device_label(d)}: {d['artifact']['name']}: warning: {flag}")
+    lines += device_results_left_out(report)
     for s in report.get("speedups") or []:
         lines.append(f"int vs FP32 on {s['device']} ({s['runtime']}, {s['threads']}T): {s['speedup']:.2f}x "
                      f"({s['fp32_p50_ms']:.3f} → {s['int_p50_ms']:.3f} ms p50)")

@@ -14,9 +14,9 @@ from pathlib import Path
 from pipeline.errors import ConfigError
 from pipeline.runner import RunContext
 from pipeline.synthesis import RealData, SyntheticSet, create_method
+from pipeline.synthesis.base import HOLDOUT_METHOD
 from pipeline.train.distributed import gather, shard
 
-HOLDOUT_METHOD = "bn-inversion"
 
 
 def weights_inputs(ctx: RunContext) -> list[Path]:
@@ -44,17 +44,34 @@ def calibration_data(ctx: RunContext, method_name: str, needs: bool) -> RealData
     from pipeline.evaldata import load_eval_data
 
     _, card = ctx.teacher()
-    images, labels = load_eval_data(s.calib_data, card)
+    images, labels = load_eval_data(s.calib_data, card, flag="--calib-data")
     return RealData(images, labels)
 
 
 def key_extra(ctx: RunContext) -> dict:
-    """Where the images are made: a device, precision or number of ranks draws other images."""
-    return {"placement": ctx.placement.key(), "compile": ctx.cfg.host.compile}
+    """Where the images are made: a device, precision or number of ranks draws other images.
+
+    An ImageFolder ``--calib-data`` enters as its content digest (:func:`pipeline.evaldata.digest`): the runner
+    hashes input files, not folders, so an edited folder would otherwise keep the old pool. A file is in
+    :func:`weights_inputs`.
+    """
+    extra = {"placement": ctx.placement.key(), "compile": ctx.cfg.host.compile}
+    calib = ctx.cfg.synthesis.calib_data
+    if calib and Path(calib).is_dir():
+        from pipeline.evaldata import digest
+
+        extra["calib_data"] = digest(calib)
+    return extra
 
 
 def run(ctx: RunContext) -> None:
-    """Every rank synthesizes its shard of the budget from its own seed stream; rank 0 writes their union."""
+    """Every rank synthesizes its shard of the budget from its own seed stream; rank 0 writes their union.
+
+    The long loops (inversion batches, a generator's warm-up, the held-out inversion) checkpoint into
+    ``checkpoints/synth.<phase>.pt`` and resume there after a kill; the files go once both sets are written.
+    """
+    from pipeline.train.checkpoint import for_stage
+
     teacher, card = ctx.teacher_on_device()
     s, place = ctx.cfg.synthesis, ctx.placement
     if ctx.cfg.host.compile:
@@ -62,6 +79,7 @@ def run(ctx: RunContext) -> None:
 
         teacher = torch.compile(teacher)  # module hooks (BN statistics) registered later still fire: dynamo traces them
     method = create_method(s.method, s.options, place)
+    checkpoints = method.checkpoints = for_stage(ctx, "synth")
     calib = calibration_data(ctx, s.method, getattr(method, "needs_calib_data", False))
     ranks = f", {place.world_size} ranks" if place.world_size > 1 else ""
     ctx.log(f"  {s.method}: {s.num_images} training images (seed {s.seed}{ranks}) + {s.holdout_images} held-out "
@@ -73,9 +91,12 @@ def run(ctx: RunContext) -> None:
     train = SyntheticSet.union(parts)
     train.meta["method"], train.meta["options"] = s.method, dict(s.options)  # the qat stage's key follows the options
     train.save(ctx.layout.ensure(ctx.layout.train_set))
-    holdout_method = create_method(HOLDOUT_METHOD, s.holdout_options, dataclasses.replace(place, rank=0, world_size=1))
+    alone = dataclasses.replace(place, rank=0, world_size=1)
+    holdout_method = create_method(HOLDOUT_METHOD, s.holdout_options, alone)
+    holdout_method.checkpoints = checkpoints.scoped("holdout", alone)  # rank 0 alone: no collectives
     holdout: SyntheticSet = holdout_method.synthesize(teacher, card, s.holdout_images, s.holdout_seed)
     holdout.save(ctx.layout.ensure(ctx.layout.holdout_set))
+    checkpoints.clear()
 
 
 def outputs(ctx: RunContext) -> list[Path]:

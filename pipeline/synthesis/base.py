@@ -32,6 +32,7 @@ from torch import nn
 from pipeline.errors import ConfigError
 from pipeline.models.card import ModelCard
 from pipeline.synthesis.dataset import SyntheticSet
+from pipeline.train.checkpoint import NO_CHECKPOINTS, Checkpointer, Checkpoints
 from pipeline.train.placement import CPU, Placement
 
 
@@ -56,6 +57,7 @@ class QATJob:
     calib_images: int = 256
     act_init: str = "mse"
     log: Callable[[str], None] = field(default=lambda _m: None)
+    checkpoint: Checkpointer | None = None  # the QAT loop's checkpoint (the qat stage's), or none
 
 
 class Synthesizer(Protocol):
@@ -74,12 +76,14 @@ class Strategy:
     """Default ``calibrate`` and ``train``: ranges from the pool, then KD on the pool (the fixed-pool methods).
 
     ``placement`` (set by :func:`create_method`) is where the method computes: every tensor it makes lives on
-    ``placement.device``, every random draw comes from ``placement.generator(...)``.
+    ``placement.device``, every random draw comes from ``placement.generator(...)``. ``checkpoints`` (set by the
+    synth stage) is where its synthesis loops save their progress so a killed run resumes inside them.
     """
 
     name = "strategy"
     needs_calib_data = False
     placement: Placement = CPU
+    checkpoints: Checkpoints = NO_CHECKPOINTS
 
     def calibrate(self, job: QATJob) -> None:
         from pipeline.quant.calibrate import calibrate
@@ -93,7 +97,8 @@ class Strategy:
         if not job.settings.steps:
             return []
         x, y = torch.from_numpy(job.pool.images), torch.from_numpy(job.pool.labels)
-        return train_qat(job.student, job.teacher, x, y, job.settings, seed=job.seed, placement=self.placement)
+        return train_qat(job.student, job.teacher, x, y, job.settings, seed=job.seed, placement=self.placement,
+                         checkpoint=job.checkpoint)
 
 
 @dataclass(frozen=True)
@@ -143,14 +148,45 @@ def preset_budgets() -> list[str]:
     return list(dict.fromkeys(b for e in _METHODS.values() for b in e.presets))
 
 
+def unknown_options(name: str, options: dict[str, Any]) -> str | None:
+    """One line naming the options method ``name`` does not have, with the closest valid name; None when all are known."""
+    known = sorted(f.name for f in fields(method_config_class(name)))
+    unknown = sorted(set(options) - set(known))
+    if not unknown:
+        return None
+    close = difflib.get_close_matches(unknown[0], known, n=1)
+    return (f"method {name!r} has no option{'s' if len(unknown) > 1 else ''} {', '.join(repr(u) for u in unknown)}"
+            + (f"; did you mean {close[0]!r}?" if close else "") + f" (its options: {', '.join(known)})")
+
+
+# Methods whose own images need no BatchNorm: ZAQ's generator is trained against the quantized model's
+# disagreement with the teacher, not against BN statistics. Every other one matches BN statistics.
+SYNTHESIZES_WITHOUT_BN = frozenset({"zaq"})
+HOLDOUT_METHOD = "bn-inversion"  # the held-out set for the checks (pipeline/stages/synth.py), whatever the method
+
+
+def no_batchnorm_message() -> str:
+    """What a model without BatchNorm2d gets, whatever the method: no method here can run it, so none is suggested.
+
+    The held-out set that every run is checked on is always made by bn-inversion, which needs BN statistics; so
+    even zaq, whose own images need none, cannot run on such a model.
+    """
+    need = [m for m in list_methods() if m not in SYNTHESIZES_WITHOUT_BN]
+    free = [m for m in list_methods() if m in SYNTHESIZES_WITHOUT_BN]
+    return (f"model has no BatchNorm2d layer, and no synthesis method here can run without one: "
+            f"the held-out check images are always made by {HOLDOUT_METHOD}, which matches BN statistics, "
+            f"and {', '.join(need)} match them for their own images too"
+            + (f" ({', '.join(free)} does not, but still needs the held-out set)" if free else "")
+            + "; give a model trained with BatchNorm2d layers")
+
+
 def create_method(name: str, overrides: dict[str, Any] | None = None, placement: Placement = CPU) -> Synthesizer:
     """The method ``name`` with its options, computing on ``placement`` (device, precision, ranks)."""
     cfg_cls = method_config_class(name)
     overrides = dict(overrides or {})
-    known = {f.name for f in fields(cfg_cls)}
-    unknown = sorted(set(overrides) - known)
+    unknown = unknown_options(name, overrides)
     if unknown:
-        raise ConfigError(f"method {name!r} has no option(s) {', '.join(unknown)}; options: {', '.join(sorted(known))}")
+        raise ConfigError(unknown)
     try:
         cfg = cfg_cls(**overrides)
     except (TypeError, ValueError) as exc:

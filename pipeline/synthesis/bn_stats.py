@@ -29,10 +29,9 @@ def batchnorm_layers(model: nn.Module) -> list[nn.BatchNorm2d]:
 def require_batchnorm(model: nn.Module, method: str) -> list[nn.BatchNorm2d]:
     bns = batchnorm_layers(model)
     if not bns:
-        raise ModelLoadError(
-            f"model has no BatchNorm2d layer: synthesis method {method!r} matches BN statistics "
-            "(all of bn-inversion, zeroq, gdfq, hast, lrq, fdda need BN); give a model trained with BatchNorm"
-        )
+        from pipeline.synthesis.base import no_batchnorm_message  # the same words as the preflight check's
+
+        raise ModelLoadError(no_batchnorm_message())
     return bns
 
 

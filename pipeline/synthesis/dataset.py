@@ -7,7 +7,6 @@ weights, FDDA's real calibration images); saved as ``extra__<name>``.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,12 +29,12 @@ class SyntheticSet:
 
     def save(self, path: Path) -> None:
         """Write atomically: a temp file in the same folder, then rename."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, images=self.images.astype(np.float32), labels=self.labels.astype(np.int64),
-                            seed=np.int64(self.seed), method=np.str_(self.method), meta=np.str_(json.dumps(self.meta)),
-                            **{_EXTRA + k: np.asarray(v) for k, v in self.extras.items()})
-        os.replace(tmp, path)
+        from runtimes.atomic import atomic_path
+
+        with atomic_path(path, suffix=".npz") as tmp:
+            np.savez_compressed(tmp, images=self.images.astype(np.float32), labels=self.labels.astype(np.int64),
+                                seed=np.int64(self.seed), method=np.str_(self.method), meta=np.str_(json.dumps(self.meta)),
+                                **{_EXTRA + k: np.asarray(v) for k, v in self.extras.items()})
 
     @classmethod
     def load(cls, path: Path) -> "SyntheticSet":

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.models.card import ModelCard
+
+if TYPE_CHECKING:
+    from pipeline.train.engine import OptimizerStep
 
 
 class LKA(nn.Module):
@@ -133,6 +137,16 @@ class Sampler:
 def generator_optimizer(g: Generator, lr: float = 1e-3) -> torch.optim.Optimizer:
     """GDFQ/ZAQ: Adam lr 1e-3, betas (0.5, 0.999)."""
     return torch.optim.Adam(g.parameters(), lr=lr, betas=(0.5, 0.999))
+
+
+def training_state(g: nn.Module, step: "OptimizerStep") -> dict:
+    """A generator in training, for a checkpoint: its weights and BN statistics, and its optimiser's state."""
+    return {"generator": g.state_dict(), "optimizer": step.state_dict()}
+
+
+def load_training_state(g: nn.Module, step: "OptimizerStep", state: dict) -> None:
+    g.load_state_dict(state["generator"])
+    step.load_state_dict(state["optimizer"])
 
 
 def state_to_arrays(g: nn.Module, prefix: str = "generator.") -> dict[str, np.ndarray]:

@@ -8,6 +8,9 @@ Augmentations are applied at every step (jitter, flip, random resized crop) so
 the images do not overfit one view of the network. Labels are balanced over
 classes. The label loss is pluggable (``label_loss``): plain CE, or HAST's
 focal re-weighting ``(1 - p)^γ · CE`` toward hard samples.
+
+A killed run resumes after the last finished batch it checkpointed (the synth stage's ``inversion``
+checkpoint: the images so far and the random stream, :mod:`pipeline.train.checkpoint`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from pipeline.synthesis.bn_stats import BNStatHook, BNTargets, bn_statistics_los
 from pipeline.synthesis.dataset import SyntheticSet
 from pipeline.synthesis.presets import FAST_COMMON, INV_FAST
 from pipeline.synthesis.priors import l2_norm, total_variation
+from pipeline.train import distributed
+from pipeline.train.checkpoint import rank_state, set_rank_state
+from runtimes import faults
 
 LABEL_LOSSES = ("ce", "focal", "none")
 
@@ -108,12 +114,11 @@ class BNInversion(Strategy):
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        from pipeline.train.distributed import rank_seed
         from pipeline.train.engine import step_scope
 
         place = self.placement
         device = place.device
-        gen = place.generator(rank_seed(seed, place.rank))  # each rank inverts its own shard from its own stream
+        gen = place.generator(distributed.rank_seed(seed, place.rank))  # each rank inverts its own shard from its own stream
         labels = balanced_labels(num_images, card.num_classes, gen)
         augs: list[aug.Augmentation] = []
         if cfg.jitter:
@@ -128,10 +133,31 @@ class BNInversion(Strategy):
         std = torch.tensor(card.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         out = torch.empty((num_images, *card.input_shape), device=device)
         n_batches = math.ceil(num_images / cfg.batch_size)
+        # a checkpoint after every finished batch; ranks whose shard has a batch fewer take part in the last save too
+        n_all = max(distributed.gather(n_batches)) if place.world_size > 1 else n_batches
+        ck = self.checkpoints.phase("inversion", n_all, 1 if self.checkpoints.every else 0, unit="batch", save_at_end=True)
         bar = progress(total=n_batches * cfg.iterations, it=None, desc=f"synth seed {seed}")
-        final_losses = []
+        final_losses: list[torch.Tensor] = []
+        start = 0
+        if (resumed := ck.resume()) is not None:
+            start, done = resumed.step, resumed.rank
+            out[: len(done["images"])] = done["images"].to(device)
+            final_losses = list(done["losses"].to(device).unbind(0)) if done["losses"] is not None else []
+            set_rank_state(done["rng"], {"images": gen})
+            bar.update(min(start, n_batches) * cfg.iterations)
+
+        def so_far(b: int) -> dict:
+            """This rank's images and losses after batch ``b`` and its random stream (a checkpoint's rank part)."""
+            n = min(num_images, min(b + 1, n_batches) * cfg.batch_size)
+            return {"images": out[:n].cpu(), "losses": torch.stack(final_losses).cpu() if final_losses else None,
+                    "rng": rank_state({"images": gen})}
+
         with BNStatHook(bns, per_sample=cfg.stat_loss == "per-sample") as hook:
-            for b in range(n_batches):
+            for b in range(start, n_all):
+                if b >= n_batches:  # this rank's shard is done: only the checkpoint below
+                    ck.maybe_save(b + 1, dict, lambda: so_far(b))
+                    continue
+                faults.point("synth.batch")
                 sl = slice(b * cfg.batch_size, min(num_images, (b + 1) * cfg.batch_size))
                 y = labels[sl]
                 x = (mean + cfg.init_std * std * torch.randn((y.shape[0], *card.input_shape), generator=gen, device=device)).clamp(lo, hi)
@@ -157,6 +183,7 @@ class BNInversion(Strategy):
                         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
                 final_losses.append(loss.detach())
                 out[sl] = x.detach()
+                ck.maybe_save(b + 1, dict, lambda: so_far(b))
         bar.close()
         for p in teacher.parameters():
             p.requires_grad_(True)

@@ -11,7 +11,10 @@ Device placement, mixed precision and data parallelism are therefore written onc
 * with several ranks, gradients are averaged before each optimiser step and EMA ranges after it
   (:mod:`pipeline.train.distributed`), so every rank keeps the same student;
 * losses stay on the device and are read every ``log_every`` steps (no host sync per step); the
-  progress bar shows the loss, steps/s and images/s.
+  progress bar shows the loss, steps/s and images/s;
+* with a :class:`~pipeline.train.checkpoint.Checkpointer` the loop saves everything it carries every N
+  steps (student, optimiser, scheduler, GradScaler, frozen ranges, losses, the recipe's own state and
+  every random stream) and a rerun resumes there, computing what the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from pipeline.quant.prepare import quantizers
 from pipeline.quant.quantizers import ActQuantizer, WeightQuantizer
 from pipeline.quant.settings import QATSettings
 from pipeline.train import distributed
+from pipeline.train.checkpoint import Checkpointer, Resumed, State, rank_state, set_rank_state
 from pipeline.train.placement import CPU, Placement
+from runtimes import faults
 
 Backward = Callable[[torch.Tensor], None]
 
@@ -43,7 +48,12 @@ def step_scope() -> contextlib.AbstractContextManager:
 
 
 class Recipe:
-    """What a method supplies to the loop. ``loss`` is required; the hooks default to nothing."""
+    """What a method supplies to the loop. ``loss`` is required; the hooks default to nothing.
+
+    A recipe that carries state across steps (a generator and its optimiser, a random stream) exposes it for
+    checkpoints: ``state_dict``/``load_state_dict`` for what every rank shares, ``rng_streams`` for its
+    ``torch.Generator`` objects (one per rank).
+    """
 
     images_per_step: int = 0  # for the images/s readout
 
@@ -57,6 +67,17 @@ class Recipe:
 
     def after_step(self, step: int) -> None:
         """After the Q step (ZAQ: the adversarial generator step every k Q steps)."""
+
+    def state_dict(self) -> State:
+        """What the recipe carries besides the student, the same on every rank (a generator, its optimiser)."""
+        return {}
+
+    def load_state_dict(self, state: State) -> None:
+        """Restore :meth:`state_dict` (a resumed run)."""
+
+    def rng_streams(self) -> dict[str, torch.Generator]:
+        """The recipe's own random streams (each rank has its own): saved and restored with a checkpoint."""
+        return {}
 
 
 class OptimizerStep:
@@ -79,6 +100,14 @@ class OptimizerStep:
             self.scaler.update()
         else:
             self.opt.step()
+
+    def state_dict(self) -> State:
+        return {"optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
+
+    def load_state_dict(self, state: State) -> None:
+        self.opt.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def param_groups(model: nn.Module, s: QATSettings) -> list[dict]:
@@ -128,9 +157,49 @@ def ema_ranges(student: nn.Module) -> list[torch.Tensor]:
     return [p for q in quantizers(student) if isinstance(q, ActQuantizer) and q.mode == "ema" for p in (q.lo, q.hi)]
 
 
+class LoopState:
+    """Everything the loop carries from one step to the next, for a checkpoint and back (see :func:`train`)."""
+
+    def __init__(self, student: nn.Module, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+                 scaler: torch.amp.GradScaler | None, recipe: Recipe, losses: list[torch.Tensor]) -> None:
+        self.student, self.opt, self.sched, self.scaler, self.recipe, self.losses = student, opt, sched, scaler, recipe, losses
+
+    def state(self) -> State:
+        """Rank 0's (every rank holds the same): the student, optimiser, schedule, frozen ranges, losses, the recipe's."""
+        return {"student": self.student.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "ema_frozen": [bool(getattr(q, "ema_frozen", False)) for q in quantizers(self.student)],
+                "losses": torch.stack([t.detach() for t in self.losses]).cpu() if self.losses else None,
+                "recipe": self.recipe.state_dict()}
+
+    def rank_state(self) -> State:
+        """This rank's own: the global random streams and the recipe's."""
+        return rank_state(self.recipe.rng_streams())
+
+    def restore(self, r: Resumed, device: torch.device) -> int:
+        """Load a checkpoint into the live objects; returns the number of steps it had done."""
+        s = r.state
+        self.student.load_state_dict(s["student"])
+        for q, frozen in zip(quantizers(self.student), s["ema_frozen"]):
+            if hasattr(q, "ema_frozen"):
+                q.ema_frozen = frozen
+        self.opt.load_state_dict(s["optimizer"])
+        self.sched.load_state_dict(s["scheduler"])
+        if self.scaler is not None and s["scaler"]:
+            self.scaler.load_state_dict(s["scaler"])
+        self.losses[:] = list(s["losses"].to(device).unbind(0)) if s["losses"] is not None else []
+        self.recipe.load_state_dict(s["recipe"])
+        set_rank_state(r.rank, self.recipe.rng_streams())
+        return r.step
+
+
 def train(student: nn.Module, teacher: nn.Module, recipe: Recipe, settings: QATSettings, placement: Placement = CPU,
-          desc: str = "qat", log_every: int = 10) -> list[float]:
-    """Run ``settings.steps`` Q steps of ``recipe`` on ``student`` (already calibrated); returns the loss curve."""
+          desc: str = "qat", log_every: int = 10, checkpoint: Checkpointer | None = None) -> list[float]:
+    """Run ``settings.steps`` Q steps of ``recipe`` on ``student`` (already calibrated); returns the loss curve.
+
+    With ``checkpoint`` the loop starts from its last checkpoint, if one of this stage key is there, and saves one
+    every N steps (:mod:`pipeline.train.checkpoint`).
+    """
     opt, sched = make_optimizer(student, settings)
     scaler = torch.amp.GradScaler(placement.device.type) if placement.precision == "fp16" else None
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -141,9 +210,14 @@ def train(student: nn.Module, teacher: nn.Module, recipe: Recipe, settings: QATS
         (scaler.scale(loss) if scaler is not None else loss).backward()
 
     losses: list[torch.Tensor] = []
-    bar = progress(range(settings.steps), desc=desc)
-    t0, logged = time.perf_counter(), 0
+    ck = checkpoint or Checkpointer.off()
+    loop = LoopState(student, opt, sched, scaler, recipe, losses)
+    resumed = ck.resume()
+    start = loop.restore(resumed, placement.device) if resumed is not None else 0
+    bar = progress(range(start, settings.steps), desc=desc)
+    t0, logged = time.perf_counter(), start
     for step in bar:
+        faults.point("qat.step")
         with step_scope():
             step_ranges(student, settings, step)
             recipe.before_step(step)
@@ -162,6 +236,7 @@ def train(student: nn.Module, teacher: nn.Module, recipe: Recipe, settings: QATS
                     distributed.average_(emas)
             losses.append(total.detach())
             recipe.after_step(step)
+        ck.maybe_save(step + 1, loop.state, loop.rank_state)
         if (step + 1) % log_every == 0 or step + 1 == settings.steps:  # the only host sync: every log_every steps
             dt = max(time.perf_counter() - t0, 1e-9)
             rate = (step + 1 - logged) / dt

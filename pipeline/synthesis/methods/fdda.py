@@ -118,6 +118,9 @@ class FDDA(GDFQ):
         self.layers = deeper_half(len(require_batchnorm(teacher, self.name)))
         self.noise = self.placement.generator(rank_seed(12345, self.placement.rank))
 
+    def rng_streams(self) -> dict[str, torch.Generator]:
+        return {"noise": self.noise}
+
     def generator_loss(self, probe: TeacherProbe, sampler: Sampler, step: int) -> torch.Tensor:
         c = self.cfg
         x, y = sampler(c.gen_batch_size)

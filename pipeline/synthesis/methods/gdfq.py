@@ -29,8 +29,10 @@ from pipeline.train.distributed import rank_seed, shard
 from pipeline.synthesis.base import QATJob, RealData, Strategy, register_method
 from pipeline.synthesis.dataset import SyntheticSet
 from pipeline.synthesis.generator import (Generator, GeneratorSpec, Sampler, TeacherProbe, arrays_to_state,
-                                          generator_optimizer, state_to_arrays)
+                                          generator_optimizer, load_training_state, state_to_arrays, training_state)
 from pipeline.synthesis.presets import FAST_COMMON, GEN_FAST
+from pipeline.train.checkpoint import rank_state, set_rank_state
+from runtimes import faults
 
 
 @dataclass(frozen=True)
@@ -86,19 +88,33 @@ class GDFQ(Strategy):
         return F.cross_entropy(probe(x), y) + self.cfg.bns_weight * probe.bns_loss()
 
     def warmup(self, teacher: torch.nn.Module, card: ModelCard, seed: int, calib: RealData | None = None) -> Generator:
+        """Train the generator with Q frozen; resumes from the synth stage's ``warmup`` checkpoint when there is one."""
         place = self.placement
         g = self.make_generator(card, seed)
         g.train()
         sampler = Sampler(g, card, rank_seed(seed, place.rank))  # each rank its own samples, gradients averaged
         step_g = engine.OptimizerStep(generator_optimizer(g, self.cfg.gen_lr), place)
         self.prepare(teacher, card, calib)
+        steps, streams = self.cfg.warmup_steps, {"sampler": sampler.rng, **self.rng_streams()}
+        ck = self.checkpoints.phase("warmup", steps, self.checkpoints.warmup_every, save_at_end=True)
+        start = 0
+        if (resumed := ck.resume()) is not None:
+            load_training_state(g, step_g, resumed.state)
+            set_rank_state(resumed.rank, streams)
+            start = resumed.step
         with self.probe(teacher) as probe:
-            for step in progress(range(self.cfg.warmup_steps), desc=f"{self.name} generator warm-up"):
+            for step in progress(range(start, steps), desc=f"{self.name} generator warm-up"):
+                faults.point("synth.generator_step")
                 with engine.step_scope():
                     with place.autocast():
                         loss = self.generator_loss(probe, sampler, step)
                     step_g(loss)
+                ck.maybe_save(step + 1, lambda: training_state(g, step_g), lambda: rank_state(streams))
         return g
+
+    def rng_streams(self) -> dict[str, torch.Generator]:
+        """The method's own random streams besides the sampler's (FDDA's noise), for checkpoints."""
+        return {}
 
     def prepare(self, teacher: torch.nn.Module, card: ModelCard, calib: RealData | None) -> None:
         """Hook for subclasses needing per-run state before generator training (FDDA's centres)."""
@@ -137,7 +153,7 @@ class GDFQ(Strategy):
         self.prepare(job.teacher, job.card, self.real_data(job))
         with self.probe(job.teacher) as probe:
             recipe = GeneratorKD(self, job, probe, sampler, step_g)
-            return engine.train(job.student, job.teacher, recipe, s, place, desc=f"{self.name} qat")
+            return engine.train(job.student, job.teacher, recipe, s, place, desc=f"{self.name} qat", checkpoint=job.checkpoint)
 
     def real_data(self, job: QATJob) -> RealData | None:
         return None
@@ -163,6 +179,15 @@ class GeneratorKD(engine.Recipe):
         loss = self.m.student_loss(self.job.student(x), t_logits, y)
         backward(loss)
         return loss.detach()
+
+    def state_dict(self) -> dict:
+        return training_state(self.sampler.g, self.step_g)
+
+    def load_state_dict(self, state: dict) -> None:
+        load_training_state(self.sampler.g, self.step_g, state)
+
+    def rng_streams(self) -> dict[str, torch.Generator]:
+        return {"sampler": self.sampler.rng, **self.m.rng_streams()}
 
 
 register_method("gdfq", GDFQConfig, presets=PRESETS)(GDFQ)

@@ -92,14 +92,14 @@ class HAST(Strategy):
         inv = BNInversion(InversionConfig(batch_size=c.batch_size, iterations=c.iterations, lr=c.lr * std, stat_loss="mse",
                                           label_loss="focal", label_weight=c.beta, focal_gamma=c.gamma, tv_weight=0.0,
                                           l2_weight=0.0, jitter=0, flip=c.rrc_p > 0, rrc_p=c.rrc_p))
-        inv.placement = self.placement
+        inv.placement, inv.checkpoints = self.placement, self.checkpoints
         return inv
 
     def _gdfq(self) -> GDFQ:
         c = self.cfg
         g = GDFQ(GDFQConfig(latent_dim=c.latent_dim, gen_width=c.gen_width, gen_batch_size=c.gen_batch_size,
                             warmup_steps=c.gen_warmup_steps))
-        g.placement = self.placement
+        g.placement, g.checkpoints = self.placement, self.checkpoints
         return g
 
     def synthesize(self, teacher: torch.nn.Module, card: ModelCard, num_images: int, seed: int,
@@ -127,7 +127,8 @@ class HAST(Strategy):
     def train(self, job: QATJob) -> list[float]:
         if not job.settings.steps:
             return []
-        return engine.train(job.student, job.teacher, HardSampleKD(self, job), job.settings, self.placement, desc="hast qat")
+        return engine.train(job.student, job.teacher, HardSampleKD(self, job), job.settings, self.placement, desc="hast qat",
+                            checkpoint=job.checkpoint)
 
 
 class HardSampleKD(engine.Recipe):
@@ -160,6 +161,9 @@ class HardSampleKD(engine.Recipe):
         loss_adv = self.m.student_loss(self.pair, x_adv)
         backward(loss_adv)
         return torch.stack([loss.detach(), loss_adv.detach()])
+
+    def rng_streams(self) -> dict[str, torch.Generator]:
+        return {"batches": self.gen}
 
 
 register_method("hast", HASTConfig, presets=PRESETS)(HAST)

@@ -28,7 +28,7 @@ from pipeline.train.distributed import rank_seed, shard
 from pipeline.synthesis.base import QATJob, RealData, Strategy, register_method
 from pipeline.synthesis.dataset import SyntheticSet
 from pipeline.synthesis.generator import (Generator, GeneratorSpec, Sampler, arrays_to_state, generator_optimizer,
-                                          state_to_arrays)
+                                          load_training_state, state_to_arrays, training_state)
 from pipeline.synthesis.presets import FAST_COMMON
 
 
@@ -89,7 +89,8 @@ class ZAQ(Strategy):
     def train(self, job: QATJob) -> list[float]:
         if not job.settings.steps:
             return []
-        return engine.train(job.student, job.teacher, Adversarial(self, job), job.settings, self.placement, desc="zaq qat")
+        return engine.train(job.student, job.teacher, Adversarial(self, job), job.settings, self.placement, desc="zaq qat",
+                            checkpoint=job.checkpoint)
 
 
 class Adversarial(engine.Recipe):
@@ -123,6 +124,15 @@ class Adversarial(engine.Recipe):
             d, t_feats = discrepancy(self.pair, x, c.alpha, c.gamma, teacher_grad=True)
             loss_g = -d - c.beta * t_feats[-1].float().abs().mean()
         self.step_g(loss_g)
+
+    def state_dict(self) -> dict:
+        return training_state(self.sampler.g, self.step_g)
+
+    def load_state_dict(self, state: dict) -> None:
+        load_training_state(self.sampler.g, self.step_g, state)
+
+    def rng_streams(self) -> dict[str, torch.Generator]:
+        return {"sampler": self.sampler.rng}
 
 
 register_method("zaq", ZAQConfig, presets=PRESETS)(ZAQ)
