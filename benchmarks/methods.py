@@ -105,9 +105,9 @@ def run(args: argparse.Namespace) -> None:
     res["model"] = args.model_dir or "bundled fmnist_resnet20"
 
     def save() -> None:
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(res, indent=1))
-        os.replace(tmp, out)
+        from runtimes.atomic import write_json
+
+        write_json(out, res, indent=1)
 
     save()
     print(f"FP accuracy {res['fp_accuracy']:.4f}", flush=True)

@@ -83,9 +83,9 @@ def main() -> None:
     model = model.to(memory_format=torch.contiguous_format)
     args.out.mkdir(parents=True, exist_ok=True)
     weights = args.out / "fmnist_resnet20.pt"
-    tmp = weights.with_suffix(".pt.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, weights)
+    from runtimes.atomic import write_via
+
+    write_via(weights, lambda f: torch.save(model.state_dict(), f))
     card = {
         "name": "fmnist_resnet20",
         "input_shape": [1, 28, 28],

@@ -90,6 +90,14 @@ class RunLayout:
         """Where a long stage saves its progress every N steps so a killed run resumes inside the stage."""
         return self.root / "checkpoints" / f"{stage}.pt"
 
+    def clear_checkpoints(self, stage: str) -> None:
+        """Remove ``stage``'s progress files (``<stage>.pt`` and its phases' ``<stage>.<phase>.pt``), and the folder once empty."""
+        folder = self.checkpoint(stage).parent
+        for p in [self.checkpoint(stage), *folder.glob(f"{stage}.*.pt")]:
+            p.unlink(missing_ok=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
     @property
     def superseded(self) -> Path:
         """Artifacts of the previous export that the current one did not make (other bits or targets)."""

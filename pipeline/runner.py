@@ -25,20 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from devices.results import sha256 as sha256_file  # one file digest for stage keys and device results
 from pipeline.config import RunConfig
 from pipeline.errors import ConfigError, UserError
 from pipeline.train import distributed
 from pipeline.train.placement import Placement
 from runtimes import atomic
-
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_json(path: Path, data: object) -> None:
@@ -254,5 +246,5 @@ class Runner:
             # The config is written with the manifest, when a stage has finished: a run that fails (a bad method, a
             # crash) leaves the folder's config describing the artifacts it holds, not the command that failed.
             write_json(self.ctx.layout.config, self.ctx.cfg.to_dict())
-            self.ctx.layout.checkpoint(stage.name).unlink(missing_ok=True)  # the stage is done: its progress file is not needed
+            self.ctx.layout.clear_checkpoints(stage.name)  # the stage is done: its progress files are not needed
             self.ctx.log(f"[{stage.name}] done in {time.time() - t0:.1f}s")

@@ -108,7 +108,7 @@ def _profile(model_path: Path, sample: np.ndarray, threads: int) -> list[dict]:
 
     from runtimes.onnxruntime_backend import session_options
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=Path(model_path).parent) as tmp:  # beside the artifact (a staging folder)
         so = session_options(threads, "all", profile_prefix=os.path.join(tmp, "ort"))
         so.add_session_config_entry("session.disable_prepacking", "1")
         session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])

@@ -170,7 +170,7 @@ def export_qdq(spec: DeploymentSpec, path: Path) -> Artifact:
     from runtimes.onnxruntime_backend import OrtPredictor
 
     path = Path(path)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # beside the artifact: inside the staging folder, swept if killed
         raw = Path(tmp) / "raw.onnx"
         _torch_export(qdq_graph(spec), spec.contract.example(), raw)
         OrtPredictor(raw, opt_level="basic", optimized_path=path)  # folds Q(weight) → int8 initializers

@@ -31,7 +31,7 @@ class OpenVinoFormat(Format):
 
     @staticmethod
     def _from_onnx(write_onnx, path: Path, precision: str, inputs: ExportInputs) -> Artifact:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # inside the staging folder: swept if killed
             onnx_path = Path(tmp) / path.with_suffix(".onnx").name
             write_onnx(onnx_path)
             art = export_ir(onnx_path, path, precision, inputs.contract)

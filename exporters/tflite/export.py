@@ -182,7 +182,7 @@ def _write(module: nn.Module, contract: IOContract, path: Path, precision: str, 
     from exporters.tflite.interface import float_interface
 
     path = Path(path)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # inside the staging folder: swept if killed
         raw = Path(tmp) / "raw.tflite"
         seconds = _convert(module, contract, raw, quantized=True)
         if options.io == "float":
