@@ -44,6 +44,8 @@ FAULTS = [
     Fault(LATE, "`--out` on a read-only filesystem", "one line", "test_read_only_out_is_one_line", "Read-only file system", 2),
     Fault(LATE, "the disk fills up while a stage writes", "one line; no partial file; finished stages kept",
           "test_full_disk_is_one_line_and_leaves_no_partial_file", "No space left on device", 2),
+    Fault(LATE, "`pipeline run --device` naming a device that does not answer", "one line before the first stage, not after QAT",
+          "test_unreachable_device_fails_before_the_first_stage", "is not reachable", 2),
     Fault(LATE, "`--dry-run`", "the resolved config and, per stage, cached or runs and why; nothing written",
           "test_dry_run_writes_nothing_and_says_what_would_run"),
 ]
@@ -276,6 +278,13 @@ def test_dry_run_writes_nothing_and_says_what_would_run(base_run, tmp_path):
     fresh = tmp_path / "fresh"
     assert pipeline("run", *FAST, "--out", str(fresh), "--dry-run").returncode == 0
     assert not fresh.exists()
+
+
+def test_unreachable_device_fails_before_the_first_stage(tmp_path):
+    out = tmp_path / "run"
+    res = pipeline("run", *FAST, "--device", "ssh://zsq@127.0.0.1:9", "--out", str(out))  # nothing listens on port 9
+    assert_one_line_error(res, ROW["test_unreachable_device_fails_before_the_first_stage"].message)
+    assert "[synth]" not in res.stderr and not out.exists()
 
 
 def test_the_faults_table_in_docs_matches_the_tests():
