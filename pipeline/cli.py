@@ -123,11 +123,12 @@ def _run(args: argparse.Namespace, until: str | None) -> int:
 def _preflight(args: argparse.Namespace, until: str | None, ctx):
     """Everything that can be checked before the first stage runs, so bad input fails in seconds, not after hours.
 
-    The model loads (and traces) and the device resolves; returns the device spec for ``--device`` (or None).
+    The config's ranges and the method's options, the model (loads, traces with torch.fx, has BatchNorm, every op
+    has a route on each requested target), the real data read in full, ``--bench-args`` and that ``--device``
+    answers. Returns the device spec for ``--device`` (or None). ``--dry-run`` runs it too.
     """
     from pipeline.preflight import preflight
 
-    # The config's paths and options, the model (loads, traces, has BN, every op has a route on each target):
     model, card = ctx.teacher()
     for warning in preflight(ctx.cfg, model, card):
         ctx.log(f"warning: {warning}")
@@ -153,7 +154,7 @@ def _preflight(args: argparse.Namespace, until: str | None, ctx):
     except ValueError as exc:
         raise UserError(f"--bench-args {args.bench_args!r}: {exc} (give the flags with '=': --bench-args='--num_threads 1')") from None
     spec = inventory.resolve(device, args.devices_file)
-    for _, ok, detail in check_devices([spec]):  # reachable now, not after an hour of synthesis
+    for _, ok, detail in check_devices([spec] if ctx.placement.is_main else []):  # reachable now, not after hours
         if not ok:
             raise DeviceError(f"device {spec.name} is not reachable: {detail} (check it with: pipeline devices check {spec.name})")
     return spec
