@@ -136,7 +136,11 @@ def test_second_run_into_a_busy_folder_is_refused(tmp_path):
         lines.append(line)
         if "[synth] running" in line:
             break
-    second = pipeline("synth", *FAST, "--seed", "2", "--out", str(out))
+    first.send_signal(signal.SIGSTOP)  # paused inside its stage (a tiny stage could end before the second run starts)
+    try:
+        second = pipeline("synth", *FAST, "--seed", "2", "--out", str(out))
+    finally:
+        first.send_signal(signal.SIGCONT)
     rest = first.stderr.read()
     assert first.wait(timeout=600) == 0, "".join(lines) + rest
     assert_one_line_error(second, ROW["test_second_run_into_a_busy_folder_is_refused"].message, "give another --out")
