@@ -132,13 +132,11 @@ def _preflight(args: argparse.Namespace, until: str | None, ctx):
     model, card = ctx.teacher()
     for warning in preflight(ctx.cfg, model, card):
         ctx.log(f"warning: {warning}")
-    from pipeline.evaldata import load_eval_data
-
     # Real data is read in full now (labels against the classes, pixels against the input contract), not after QAT.
     if ctx.cfg.check.eval_data and until in (None, "check", "report"):
-        load_eval_data(ctx.cfg.check.eval_data, card, ctx.cfg.check.eval_limit)
+        ctx.real_data("eval")
     if ctx.cfg.synthesis.calib_data:
-        load_eval_data(ctx.cfg.synthesis.calib_data, card, flag="--calib-data")
+        ctx.real_data("calib")
     device = getattr(args, "device", None)
     if not (device and until in (None, "report")):
         return None

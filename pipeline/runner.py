@@ -90,6 +90,17 @@ class RunContext:
 
         return self.memo(f"teacher:{place.device}:{place.channels_last}", lambda: (place.model(copy.deepcopy(model)), card))
 
+    def real_data(self, which: str):
+        """(images, labels) of ``check.eval_data`` (``which="eval"``) or ``synthesis.calib_data`` (``"calib"``), read and
+        checked once per process: the preflight reads them in full before the first stage, the stages reuse that."""
+        from pipeline.evaldata import load_eval_data
+
+        card = self.teacher()[1]
+        if which == "eval":
+            c = self.cfg.check
+            return self.memo("eval_data", lambda: load_eval_data(c.eval_data, card, c.eval_limit))
+        return self.memo("calib_data", lambda: load_eval_data(self.cfg.synthesis.calib_data, card, flag="--calib-data"))
+
     def model_digest(self) -> str:
         """The digest of the FP model as loaded (:func:`pipeline.models.loading.model_digest`), once per process."""
         from pipeline.models.loading import model_digest

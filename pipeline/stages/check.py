@@ -16,7 +16,7 @@ import torch
 
 import runtimes
 from devices.reference import metrics
-from pipeline.evaldata import digest, load_eval_data
+from pipeline.evaldata import digest
 from pipeline.quant.qat import predict
 from pipeline.runner import RunContext, write_json
 from pipeline.stages.export import load_artifacts
@@ -119,7 +119,7 @@ def run(ctx: RunContext) -> None:
                     "host_isa": host_isa, "warnings": []}
     real = None
     if c.eval_data:
-        xr, yr = load_eval_data(c.eval_data, card, c.eval_limit)
+        xr, yr = ctx.real_data("eval")
         fp_r, fq_r = predict(teacher, torch.from_numpy(xr)).numpy(), predict(student, torch.from_numpy(xr)).numpy()
         real = (xr, yr, fp_r, fq_r)
         result["eval_data"] = {"source": str(c.eval_data), "images": int(len(yr)), "fp_accuracy": accuracy(fp_r, yr),

@@ -41,10 +41,7 @@ def calibration_data(ctx: RunContext, method_name: str, needs: bool) -> RealData
         return None
     if not needs:
         raise ConfigError(f"--calib-data is only used by methods that need real images (fdda); {method_name!r} is data-free")
-    from pipeline.evaldata import load_eval_data
-
-    _, card = ctx.teacher()
-    images, labels = load_eval_data(s.calib_data, card, flag="--calib-data")
+    images, labels = ctx.real_data("calib")
     return RealData(images, labels)
 
 
