@@ -215,6 +215,9 @@ class CheckConfig:
     num_runs: Count = HOST_CHECK.num_runs
     min_secs: NonNegative = HOST_CHECK.min_secs
     max_secs: Rate = HOST_CHECK.max_secs
+    # Quality gates (None = not gated): the run exits non-zero when an integer artifact falls below them (pipeline/gates.py)
+    min_agreement: Fraction | None = None  # top-1 agreement of every integer artifact with the FP model, held-out synthetic set
+    max_accuracy_drop: Fraction | None = None  # FP accuracy minus artifact accuracy on --eval-data (absolute: 0.01 = 1 point)
 
     def __post_init__(self) -> None:
         try:

@@ -16,11 +16,7 @@
 
 from __future__ import annotations
 
-import errno
-import os
 import sys
-
-from pipeline.errors import USER_ERRORS
 
 
 def build_parser():
@@ -29,49 +25,16 @@ def build_parser():
     return build()
 
 
-# What the filesystem can refuse a run, and what to do about it: a one-line error, never a traceback.
-_OS_ADVICE = {
-    errno.EACCES: "give an --out you can write to", errno.EPERM: "give an --out you can write to",
-    errno.EROFS: "the filesystem is read-only: give an --out on a writable one",
-    errno.ENOSPC: "the disk is full: free space or give an --out on another disk (finished stages are kept)",
-    errno.EDQUOT: "the disk quota is exceeded: free space or give an --out on another disk (finished stages are kept)",
-    errno.ENOTDIR: "a path component is a file, not a folder", errno.EISDIR: "a folder is where a file was expected",
-    errno.ELOOP: "a symlink was found where the run writes a file: remove it",
-    errno.ENAMETOOLONG: "the path is too long",
-}
-
-
-def _os_error(exc: OSError) -> str | None:
-    """The one-line message for a filesystem error the user can fix, or None for anything else (a bug: traceback)."""
-    advice = _OS_ADVICE.get(exc.errno or -1)
-    if advice is None:
-        return None
-    where = f": {exc.filename}" if exc.filename else ""
-    return f"{exc.strerror or exc}{where}; {advice}"
-
-
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    from pipeline.cli import exits, output
+
+    args = build_parser().parse_args(argv)
+    output.configure(args)
     try:
         return args.func(args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        message = _os_error(exc)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        from devices.errors import DeviceError
+    except (Exception, KeyboardInterrupt) as exc:
+        return exits.handle(exc)
 
-        if not isinstance(exc, DeviceError):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
-        return 130
+
+if __name__ == "__main__":
+    sys.exit(main())
