@@ -13,11 +13,11 @@ export PYTHONPATH=$PWD ZSQ_QUIET=1 PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 nvidia-smi -L
 "$PY" -c "import torch, onnx, onnxruntime; print('torch', torch.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__, torch.cuda.get_device_name(0))"
-timeout 240 "$PY" -m benchmarks.host_throughput --accelerator cuda --with-compile 2>"$OUT/throughput.log" | tee "$OUT/throughput.md"
+timeout 200 "$PY" -m benchmarks.host_throughput --accelerator cuda --with-compile 2>"$OUT/throughput.log" | tee "$OUT/throughput.md"
 for prec in fp32 bf16; do
     run=$(mktemp -d)/run-$prec
     t0=$(date +%s.%N)
-    timeout 240 "$PY" -m pipeline run --target onnx --accelerator cuda --precision "$prec" --no-bench --eval-data "$EVAL" \
+    timeout 150 "$PY" -m pipeline run --target onnx --accelerator cuda --precision "$prec" --no-bench --eval-data "$EVAL" \
         --out "$run" >"$OUT/run-$prec.log" 2>&1
     rc=$?
     t1=$(date +%s.%N)
