@@ -1,5 +1,7 @@
 # zsq-edge device image: the bench agent (devices/) and the runtime wrappers (runtimes/) in a venv, with numpy and
-# the integer runtimes from requirements-device.txt. No torch, no tensorflow.
+# the integer runtimes from requirements-device.txt: the device set, pyproject.toml's base dependencies at the
+# versions of constraints.txt (outside Docker: `pip install -c constraints.txt .` in a checkout). No torch, no
+# tensorflow.
 #
 #   docker build -t zsq-device .                                                  # public base, this machine's arch
 #   scripts/docker_image.sh [amd64|arm64] [RUNTIMES]                               # offline base from Debian packages

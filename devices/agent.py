@@ -1,9 +1,14 @@
 """The device agent: ``python -m devices.agent --graph model.w8a8.onnx [flags]`` measures one artifact here.
 
 Flag names follow TFLite's benchmark_model (``--graph --num_threads --warmup_runs
---warmup_min_secs --num_runs --min_secs --max_secs --run_delay``), OpenVINO's
-benchmark_app (``--json_stats``, ``-m``) and onnxruntime_perf_test (``-r`` for runs,
-``-x`` for threads); both ``--num_threads`` and ``--num-threads`` spellings work.
+--warmup_min_secs --num_runs --min_secs --max_secs --run_delay``), with the same meanings
+(``--num_threads`` also takes a list: 1,4); both ``--num_threads`` and ``--num-threads``
+spellings work. ``--json_stats PATH`` is this agent's own: where the result JSON goes (``-``:
+stdout); OpenVINO benchmark_app's ``-json_stats`` is a switch for its ``-report_folder`` instead.
+Letters other tools use with other meanings are refused with the flag to use (:data:`DROPPED`):
+``-m`` (benchmark_app: the model; onnxruntime_perf_test: the test mode), ``-o`` (perf_test: the
+optimisation level), ``-x`` (perf_test: one intra-op thread count, 0 = its default), ``-r``
+(perf_test: exact repetitions in its ``times`` mode) and ``--pin`` (benchmark_app: YES/NO pinning).
 
     python -m devices.agent --graph model.w8a8.onnx                      # protocol defaults, JSON on stdout
     python -m devices.agent --graph model.w8a8.onnx --full --json_stats out.json
@@ -12,7 +17,8 @@ benchmark_app (``--json_stats``, ``-m``) and onnxruntime_perf_test (``-r`` for r
 
 Defaults: warm-up ≥ 10 runs and 1 s, then ≥ 200 runs and 10 s (``--full``: 1024 runs and
 60 s), 3 trials, 5 cold starts, threads 1 and N pinned to the big cores (``--cpu_mask``).
-Exit status: 0 with a result (its ``status`` says ``ok`` or ``mismatch``), 2 on bad input
+Exit status: 0 with a result (its ``status`` says ``ok``, ``mismatch``, or ``unchecked`` when no
+``--inputs``/``--expected`` were given, so nothing was compared), 2 on bad input
 or a failed measurement (one line on stderr), 3 when the result was measured but could not be
 written to ``--json_stats`` (disk full): it is on stdout instead, and the one line says so.
 """
@@ -32,25 +38,64 @@ def _flag(p: argparse.ArgumentParser, name: str, *aliases: str, **kw) -> None:
     p.add_argument(*names, dest=name, **kw)
 
 
+# Flags this agent once borrowed from other tools with another meaning than theirs: refused, naming the flag to use,
+# so a command line written for benchmark_app or onnxruntime_perf_test fails at once instead of measuring something else.
+DROPPED = {
+    "-m": ("--graph", "-m is the model in benchmark_app but the test mode in onnxruntime_perf_test"),
+    "-o": ("--json_stats", "-o is the graph optimisation level in onnxruntime_perf_test"),
+    "-x": ("--num_threads", "-x is one intra-op thread count in onnxruntime_perf_test, 0 meaning its default"),
+    "-r": ("--num_runs", "-r is an exact repetition count in onnxruntime_perf_test's 'times' mode; --num_runs is a minimum, "
+                         "with --min_secs"),
+    "--pin": ("--cpu_mask", "benchmark_app's -pin is YES/NO thread pinning; --cpu_mask takes big, none, a hex mask or a core list"),
+}
+
+
+class _Dropped(argparse.Action):
+    """A flag in :data:`DROPPED`: parsing it is an error that names the flag to use instead."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kw) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        instead, why = DROPPED[self.option_strings[0]]
+        raise argparse.ArgumentError(self, f"use {instead} instead ({why})")
+
+
+def _dropped(p: argparse.ArgumentParser, *flags: str) -> None:
+    for flag in flags:
+        p.add_argument(flag, action=_Dropped)
+
+
+def _result_path(text: str) -> str:
+    """``--json_stats``'s value: a file (or ``-``), never benchmark_app's boolean."""
+    if text.lower() in ("true", "false", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"takes the result file's path (- for stdout), not {text!r}: unlike benchmark_app's "
+                                         "-json_stats switch it names where the JSON goes (the result is always JSON)")
+    return text
+
+
 def add_bench_flags(p: argparse.ArgumentParser) -> None:
     """The measurement flags, shared with ``pipeline bench`` (which passes them on to the agent on the device)."""
     from runtimes.benchmark import BenchSettings
 
     d = BenchSettings()
-    _flag(p, "num_threads", "-x", default=None,
+    _flag(p, "num_threads", default=None,
           help="thread counts, comma list (default: 1 and the number of pinned cores)")
-    _flag(p, "cpu_mask", "--pin", default="big", help="big (default: highest-frequency cores), none, hex mask f0 or list 4-7")
-    _flag(p, "warmup_runs", type=int, default=d.warmup_runs)
-    _flag(p, "warmup_min_secs", type=float, default=d.warmup_min_secs)
-    _flag(p, "num_runs", "-r", type=int, default=None, help=f"timed runs at least (default {d.num_runs}; --full 1024)")
+    _flag(p, "cpu_mask", default="big", help="big (default: highest-frequency cores), none, hex mask f0 or list 4-7")
+    _flag(p, "warmup_runs", type=int, default=d.warmup_runs, help="warm-up runs at least (default %(default)s)")
+    _flag(p, "warmup_min_secs", type=float, default=d.warmup_min_secs, help="warm-up seconds at least (default %(default)s)")
+    _flag(p, "num_runs", type=int, default=None, help=f"timed runs at least (default {d.num_runs}; --full 1024)")
     _flag(p, "min_secs", type=float, default=None, help=f"timed seconds at least (default {d.min_secs:g}; --full 60)")
     _flag(p, "max_secs", type=float, default=None, help=f"cap on the timed seconds (default {d.max_secs:g}; --full 600)")
-    _flag(p, "run_delay", type=float, default=0.0, help="seconds between timed runs")
+    _flag(p, "run_delay", type=float, default=0.0, help="seconds between timed runs (default %(default)s)")
     _flag(p, "full", action="store_true", help="MLPerf-sized: at least 1024 runs and 60 s per trial")
-    _flag(p, "trials", type=int, default=3, help="repeated measurements; the spread of their p50s is flagged above 5%%")
-    _flag(p, "cold_starts", type=int, default=5, help="fresh processes timing load and first inference")
-    _flag(p, "cooldown_secs", type=float, default=2.0, help="pause between trials (longer while the CPU is > 2 °C above the start)")
-    _flag(p, "max_cooldown_secs", type=float, default=60.0)
+    _flag(p, "trials", type=int, default=3,
+          help="repeated measurements; the spread of their p50s is flagged above 5%% (default %(default)s)")
+    _flag(p, "cold_starts", type=int, default=5, help="fresh processes timing load and first inference (default %(default)s)")
+    _flag(p, "cooldown_secs", type=float, default=2.0,
+          help="pause between trials, longer while the CPU is > 2 °C above the start (default %(default)s)")
+    _flag(p, "max_cooldown_secs", type=float, default=60.0, help="the longest such pause (default %(default)s)")
+    _dropped(p, "-x", "-r", "--pin")
 
 
 # The fewest timed runs the protocol accepts: for an output check where latency is not the point (an emulated CPU)
@@ -77,7 +122,7 @@ def bench_args(args: argparse.Namespace, defaults: argparse.Namespace) -> list[s
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m devices.agent", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _flag(p, "graph", "--artifact", "-m", required=True, type=Path, help="artifact: .onnx, .xml (OpenVINO IR) or .tflite")
+    _flag(p, "graph", "--artifact", required=True, type=Path, help="artifact: .onnx, .xml (OpenVINO IR) or .tflite")
     add_bench_flags(p)
     _flag(p, "inputs", type=Path, help="reference inputs (.npy, N×C×H×W float32); the first one is also the timed input")
     _flag(p, "expected", type=Path, help="expected outputs on --inputs (.npy)")
@@ -86,10 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "output_scale", type=float, default=None, help="output LSB of an integer artifact (diffs in LSBs)")
     _flag(p, "weight_qmax", type=int, default=None,
           help="largest |integer weight| of the artifact (127 full range, 63 overflow-safe): flags a CPU whose int8 kernels saturate on it")
-    _flag(p, "json_stats", "--output", "-o", default="-", help="where the JSON result goes (default - : stdout)")
+    _flag(p, "json_stats", "--output", default="-", type=_result_path, metavar="PATH",
+          help="the file the result JSON is written to (default - : stdout); this agent's own flag, not benchmark_app's switch")
     _flag(p, "device_name", default=None, help="label recorded in the result")
     _flag(p, "report_peak_memory_footprint", action="store_true", help="accepted for benchmark_model compatibility (always on)")
     _flag(p, "quiet", "-q", action="store_true", help="no progress on stderr")
+    _dropped(p, "-m", "-o")
     return p
 
 
@@ -172,8 +219,8 @@ def validate_bench_args(flags: list[str]) -> list[str]:
 
     p = _RaisingParser(prog="--bench-args", add_help=False, allow_abbrev=False)
     add_bench_flags(p)
-    bench_opts = [o for a in p._actions for o in a.option_strings]
-    run_opts = {o for a in build_parser()._actions for o in a.option_strings} - set(bench_opts)
+    bench_opts = [o for a in p._actions if not isinstance(a, _Dropped) for o in a.option_strings]
+    run_opts = {o for a in build_parser()._actions if not isinstance(a, _Dropped) for o in a.option_strings} - set(bench_opts)
     try:
         args, extra = p.parse_known_args(list(flags))
     except DeviceError as exc:

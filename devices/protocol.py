@@ -6,8 +6,9 @@ apart, with peak RSS after init and overall; then one fresh process warms up and
 runs ``trials`` timed trials (cooldown between them, temperatures before/after),
 every sample kept. Trials are summarized by :func:`runtimes.benchmark.summarize_trials`
 (median p50, spread flagged above 5 %). The outputs on the reference inputs are
-checked against the expected outputs once. The environment is captured before and
-after. The timing loop itself is :func:`runtimes.benchmark.benchmark`.
+checked against the expected outputs once (the result's status: ``ok``, ``mismatch``, or ``unchecked``
+without reference data). The environment is captured before and after. The timing loop itself is
+:func:`runtimes.benchmark.benchmark`.
 """
 
 from __future__ import annotations
@@ -123,6 +124,17 @@ def _spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)} if values else {}
 
 
+def result_status(check: dict | None) -> str:
+    """A device result's status: ``ok`` or ``mismatch`` from its reference check, ``unchecked`` when there was none.
+
+    ``unchecked`` (no reference inputs/expected outputs travelled, or the runtime's own tool measured) says that
+    nothing was compared: a report never shows it as a pass, and ``pipeline`` never fails on it (exit 7 is mismatch).
+    """
+    if check is None:
+        return "unchecked"
+    return "ok" if check.get("status") == "ok" else "mismatch"
+
+
 def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = Reference(), log=lambda m: None) -> dict:
     """Run the whole protocol on ``artifact``; returns the result record (schema ``zsq.bench/1``)."""
     from runtimes.benchmark import BenchSettings, LatencyStats, summarize_trials
@@ -221,7 +233,7 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
         "integer_coverage": coverage,  # share of MACs in integer kernels as this machine's runtime executes the artifact
         "reference": check,
         "flags": flags,
-        "status": "mismatch" if check is not None and check["status"] != "ok" else "ok",
+        "status": result_status(check),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t_start)),
         "seconds": round(time.time() - t_start, 2),
     }

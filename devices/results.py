@@ -26,11 +26,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from devices.errors import DeviceError
+from devices.errors import DeviceError, HostFileError
 from runtimes import atomic
 from runtimes.formats import artifact_files
 
 SCHEMA = "zsq.bench/1"
+# a result's status: the reference check passed, failed, or there was no reference to check against (devices/protocol.py)
+STATUSES = ("ok", "mismatch", "unchecked")
 # the agent's exit status when it measured but could not write --json_stats: the result JSON is on its stdout instead
 RESULT_ON_STDOUT = 3
 
@@ -60,7 +62,7 @@ RESULT_SCHEMA: dict = {
                       "properties": {"top1_agreement": _NUM, "max_abs_diff_lsb": _NUM, "status": {"type": "string"}}},
         "reference_kind": {"type": ["string", "null"]},
         "flags": {"type": "array", "items": {"type": "string"}},
-        "status": {"type": "string", "enum": ["ok", "mismatch"]},
+        "status": {"type": "string", "enum": list(STATUSES)},
         "latency_source": {"type": "string"},
         "environment": {"type": "object"},
     },
@@ -227,7 +229,7 @@ def dumps(result: dict) -> str:
 
 
 def save(path: Path, result: dict) -> Path:
-    """Write ``result`` to ``path`` atomically; on failure keep it elsewhere and raise a DeviceError that says where."""
+    """Write ``result`` to ``path`` atomically; on failure keep it elsewhere and raise a HostFileError that says where."""
     path = Path(path)
     text = dumps(result)
     try:
@@ -243,5 +245,5 @@ def save(path: Path, result: dict) -> Path:
         where = "stdout (above)"
     else:
         where = str(kept)
-    raise DeviceError(f"could not write the device result {path} ({why}); the measurement is kept at {where}: "
+    raise HostFileError(f"could not write the device result {path} ({why}); the measurement is kept at {where}: "
                       f"move it to {path} when there is room, then run pipeline report")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from devices import results
 from devices.bundle import BUNDLE_DIR, job_for
-from devices.errors import DeviceError
+from devices.errors import DeviceError, HostFileError
 from devices.inventory import DeviceSpec
 from devices.targets import target_for
 from runtimes.atomic import atomic_path
@@ -59,7 +59,7 @@ def bench_artifacts(artifacts: list[Path], device: DeviceSpec, agent_args: list[
     for folder in dict.fromkeys(results_dir(job, device, out_dir) for job in jobs):  # ... and on a folder the results cannot go to
         why = results.check_writable(folder)
         if why:
-            raise DeviceError(f"cannot write device results into {folder} ({why}); nothing was measured: "
+            raise HostFileError(f"cannot write device results into {folder} ({why}); nothing was measured: "
                               "free the folder or give pipeline bench --out a writable one")
     done = []
     for job in jobs:

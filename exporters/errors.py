@@ -1,8 +1,10 @@
 """The one error type of ``exporters`` (HF Optimum's habit: typed errors per export package).
 
-An :class:`ExportError` is the user's to fix: a model the format cannot express, an
-artifact that fails its integer gate, a bad output path. The CLI prints it as one
-line (``error: ...``) and exits 2, like the pipeline's own input errors.
+An :class:`ExportError` means an artifact cannot be produced as an integer model for a target: a model
+the format cannot express, an op with no route, a converter that fails, an artifact that fails its
+integer gate (:func:`exporters.artifact.require_integer`). Every one is the user's to fix, and every one
+is the same outcome for a CI job: the ``pipeline`` command prints it as one line (``error: ...``) and
+exits 4 (the export gate, :mod:`pipeline.cli.exits`), apart from the input and config errors that exit 3.
 """
 
 from __future__ import annotations

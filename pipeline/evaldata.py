@@ -11,22 +11,146 @@ would give a wrong figure is refused, not scored: labels outside the model's cla
 (labels are folder positions, so a stray or missing folder shifts them). Hidden entries
 (``.ipynb_checkpoints``, ``.DS_Store``, macOS ``._*`` files) are not data and are skipped.
 :func:`digest` hashes exactly what the loader reads, for the stage keys.
+
+An ImageFolder's images come in any size; ``check.eval_transform`` (``--eval-transform``) says how each becomes
+a model input (:func:`parse_transform`):
+
+* ``center-crop`` (default) or ``center-crop:RATIO``: resize so the shorter side is the model's side / RATIO
+  (bilinear), then cut the model's H×W from the centre: torchvision's evaluation convention, aspect ratio kept.
+  RATIO 1.0 (the default) keeps the most of the image and passes images already at the model's size through
+  untouched; 0.875 is the ImageNet recipe (resize 256, crop 224) for models trained with it.
+* ``squash``: resize to H×W ignoring the aspect ratio (what this loader did before; for data prepared that way).
+* ``module:function`` or ``path/to/file.py:function``: your own, called with each image as a PIL image in the
+  model's channel mode (``L`` for one channel, ``RGB`` for three) and returning a C×H×W array: floats in the
+  model's pixel range or uint8 codes 0..255. Its module file's content enters the digest.
+
+An ``.npz`` holds arrays already, so no transform applies to it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import UserError
+from pipeline.errors import ConfigError, UserError
 from pipeline.models.card import ModelCard
 from pipeline.models.loading import exception_text
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 PIXEL_TOLERANCE = 0.02  # share of the pixel range float images may overshoot (resampling, rounding); beyond it, another scale
 EXPECTED = "give an .npz with arrays images and labels, or an ImageFolder directory (root/<class>/<image>)"
+
+
+DEFAULT_TRANSFORM = "center-crop"
+TRANSFORM_FORMS = "center-crop, center-crop:RATIO (0 < RATIO <= 1, e.g. 0.875), squash, module:function or path/to/file.py:function"
+
+
+@dataclass(frozen=True)
+class Transform:
+    """How an ImageFolder image becomes a model input (``check.eval_transform``, parsed)."""
+
+    kind: str  # "center-crop", "squash" or "function"
+    ratio: float = 1.0  # center-crop: the crop's share of the resized shorter side
+    target: str = ""  # function: the module or file
+    name: str = ""  # function: its name there
+
+    @property
+    def spec(self) -> str:
+        if self.kind == "center-crop":
+            return "center-crop" if self.ratio == 1.0 else f"center-crop:{self.ratio:g}"
+        return self.kind if self.kind == "squash" else f"{self.target}:{self.name}"
+
+
+def parse_transform(spec: str | None) -> Transform:
+    """``spec`` checked for its form (a function is imported only when images are read); ConfigError otherwise."""
+    text = (spec or DEFAULT_TRANSFORM).strip()
+    bad = f"check.eval_transform (--eval-transform) {text!r}: give {TRANSFORM_FORMS}"
+    if text in ("center-crop", "squash"):
+        return Transform(text)
+    if text.startswith("center-crop:"):
+        try:
+            ratio = float(text.partition(":")[2])
+        except ValueError:
+            raise ConfigError(bad) from None
+        if not 0 < ratio <= 1:
+            raise ConfigError(f"{bad} (the ratio must be in (0, 1]: 1.0 crops nothing more than the aspect ratio needs)")
+        return Transform("center-crop", ratio)
+    target, _, name = text.rpartition(":")
+    if not target or not name.isidentifier():
+        raise ConfigError(bad)
+    return Transform("function", target=target, name=name)
+
+
+def _function_file(t: Transform) -> Path | None:
+    """The file a function transform lives in: ``path/to/file.py`` as given, a module where it would be imported from."""
+    if t.target.endswith(".py") or "/" in t.target or os.sep in t.target:
+        return Path(t.target)
+    with _cwd_importable():
+        try:
+            found = importlib.util.find_spec(t.target)
+        except (ImportError, ValueError) as exc:
+            raise UserError(f"--eval-transform {t.spec}: cannot import {t.target} ({exception_text(exc)})") from None
+    if found is None or not found.origin or not Path(found.origin).is_file():
+        raise UserError(f"--eval-transform {t.spec}: no module {t.target!r} (run from the folder that holds it, "
+                        "or give path/to/file.py:function)")
+    return Path(found.origin)
+
+
+class _cwd_importable:
+    """The working directory on sys.path while a module transform is found and imported (``python -m`` has it, the
+    ``pipeline`` script does not)."""
+
+    def __enter__(self) -> None:
+        self.added = os.getcwd() not in sys.path
+        if self.added:
+            sys.path.insert(0, os.getcwd())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.added:
+            sys.path.remove(os.getcwd())
+
+
+def load_transform(t: Transform) -> Callable[[object], object]:
+    """The user's function of a ``function`` transform, imported; one-line UserError when it cannot be."""
+    path = _function_file(t)
+    try:
+        if t.target.endswith(".py") or "/" in t.target or os.sep in t.target:
+            if not path.is_file():  # type: ignore[union-attr]
+                raise UserError(f"--eval-transform {t.spec}: {path} is not a file (give path/to/file.py:function)")
+            mod_name = f"zsq_user_transform_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"  # type: ignore[union-attr]
+            module_spec = importlib.util.spec_from_file_location(mod_name, path)  # type: ignore[arg-type]
+            module = importlib.util.module_from_spec(module_spec)  # type: ignore[arg-type]
+            sys.modules[mod_name] = module
+            module_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            with _cwd_importable():
+                module = importlib.import_module(t.target)
+    except (KeyboardInterrupt, UserError):
+        raise
+    except BaseException as exc:  # noqa: BLE001  (user code may raise anything, SystemExit included)
+        raise UserError(f"--eval-transform {t.spec}: importing {t.target} failed ({exception_text(exc)})") from None
+    fn = getattr(module, t.name, None)
+    if not callable(fn):
+        names = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        raise UserError(f"--eval-transform {t.spec}: {t.target} has no function {t.name!r}; callables there: {', '.join(names) or 'none'}")
+    return fn
+
+
+def transform_digest(spec: str | None) -> bytes:
+    """What the stage keys hash for a transform: its normalised spec, and for a function its module file's bytes (an
+    edit to the function re-reads the data)."""
+    t = parse_transform(spec)
+    if t.kind != "function":
+        return t.spec.encode()
+    return t.spec.encode("utf-8", "surrogateescape") + b"\0" + _file_sha(_function_file(t))  # type: ignore[arg-type]
 
 
 def _hidden(p: Path) -> bool:
@@ -58,18 +182,21 @@ def _file_sha(path: Path) -> bytes:
     return h.digest()
 
 
-def digest(path: str | Path) -> str:
+def digest(path: str | Path, transform: str | None = None) -> str:
     """A content digest of the data at ``path``: what the stage keys hash, since the runner hashes files, not folders.
 
     A folder: every class name in order and, per class, the sorted file names and contents the
     loader would read (an edited, added, removed or moved image changes it; a dot entry or a
-    non-image file does not). A file: its contents. ``"missing"`` when there is nothing there
+    non-image file does not), and the ``transform`` that turns them into inputs (:func:`transform_digest`).
+    A file: its contents (no transform applies). ``"missing"`` when there is nothing there
     (the stage that reads it then fails with its own message).
     """
     p = Path(path)
     h = hashlib.sha256()
     if p.is_dir():
         h.update(b"folder\0")
+        if transform is not None:
+            h.update(b"transform\0" + transform_digest(transform) + b"\0")
         for cls, files in folder_entries(p):
             h.update(b"class\0" + cls.encode("utf-8", "surrogateescape") + b"\0")
             for f in files:
@@ -172,19 +299,48 @@ def _array(z: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
         raise UserError(f"{path}: array {key!r} is not readable ({exception_text(exc)})") from None
 
 
-def _read_image(f: Path, c: int, h: int, w: int) -> np.ndarray:
+def center_crop(img, h: int, w: int, ratio: float = 1.0):
+    """``img`` (PIL) resized so it covers (H/ratio)×(W/ratio) with its aspect ratio kept (for a square model: the
+    shorter side becomes side/ratio), then H×W cut from the centre (torchvision's Resize + CenterCrop, bilinear).
+    An image that already covers H×W exactly at ratio 1.0 is not resampled at all."""
+    from PIL import Image
+
+    iw, ih = img.size
+    scale = max(h / ratio / ih, w / ratio / iw)
+    nw, nh = max(w, round(iw * scale)), max(h, round(ih * scale))
+    if (nw, nh) != (iw, ih):
+        img = img.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - w) // 2, (nh - h) // 2
+    return img.crop((left, top, left + w, top + h))
+
+
+def _read_image(f: Path, c: int, h: int, w: int, t: Transform, fn: Callable[[object], object] | None) -> np.ndarray:
+    """One image as a C×H×W array: uint8 codes for the built-in transforms, what the user's function returns otherwise."""
     from PIL import Image
 
     try:
         with Image.open(f) as img:
-            arr = np.asarray(img.convert("L" if c == 1 else "RGB").resize((w, h)), dtype=np.uint8)
+            img = img.convert("L" if c == 1 else "RGB")
     except Exception as exc:  # noqa: BLE001  (truncated, corrupt or unsupported files raise various errors)
         raise UserError(f"{f}: not a readable image ({exception_text(exc)}); remove or replace it") from None
+    if fn is not None:
+        try:
+            out = np.asarray(fn(img))
+        except (KeyboardInterrupt, UserError):
+            raise
+        except BaseException as exc:  # noqa: BLE001  (user code may raise anything)
+            raise UserError(f"--eval-transform {t.spec} failed on {f}: {exception_text(exc)}") from None
+        if out.shape != (c, h, w):
+            raise UserError(f"--eval-transform {t.spec} returned shape {out.shape} for {f}; the model takes {(c, h, w)} (C×H×W)")
+        return out
+    img = center_crop(img, h, w, t.ratio) if t.kind == "center-crop" else img.resize((w, h))
+    arr = np.asarray(img, dtype=np.uint8)
     return arr[None] if c == 1 else arr.transpose(2, 0, 1)
 
 
-def load_image_folder(root: Path, card: ModelCard) -> tuple[np.ndarray, np.ndarray]:
-    """root/<class>/<image>; label = the class folder's position in sorted order (torchvision's ImageFolder convention)."""
+def load_image_folder(root: Path, card: ModelCard, transform: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """root/<class>/<image>; label = the class folder's position in sorted order (torchvision's ImageFolder convention);
+    each image made an input by ``transform`` (:func:`parse_transform`; default centre crop)."""
     try:
         import PIL  # noqa: F401
     except ImportError:
@@ -197,29 +353,35 @@ def load_image_folder(root: Path, card: ModelCard) -> tuple[np.ndarray, np.ndarr
         raise UserError(f"{root}: {len(entries)} class folders, the model has {card.num_classes} classes; labels are the folders' "
                         f"positions in sorted order, so give one folder per class (empty ones allowed) and nothing else "
                         f"(dot-folders are skipped). Found: {names}")
+    t = parse_transform(transform)
+    fn = load_transform(t) if t.kind == "function" else None
     c, h, w = card.input_shape
     images, labels = [], []
     for idx, (_, files) in enumerate(entries):
         for f in files:
-            images.append(_read_image(f, c, h, w))
+            x = _read_image(f, c, h, w, t, fn)
+            # a function's arrays are checked one by one (the message names the file); the built-ins' uint8 codes at once
+            images.append(x if fn is None else _pixels(x[None], card, f"--eval-transform {t.spec} on {f}")[0])
             labels.append(idx)
     if not images:
         raise UserError(f"{root}: no images in its class folders ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return _pixels(np.stack(images), card, str(root)), np.asarray(labels, dtype=np.int64)
+    stacked = np.stack(images)
+    return (stacked if fn is not None else _pixels(stacked, card, str(root))), np.asarray(labels, dtype=np.int64)
 
 
 def load_eval_data(path: str | Path, card: ModelCard, limit: int | None = None,
-                   flag: str = "--eval-data") -> tuple[np.ndarray, np.ndarray]:
+                   flag: str = "--eval-data", transform: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Images (float32 N×C×H×W in the model's pixel range) and labels (int64 class indices), checked; the first ``limit``.
 
-    ``flag`` names the option the path came from in messages (``--calib-data`` uses the same loader).
+    ``flag`` names the option the path came from in messages (``--calib-data`` uses the same loader); ``transform``
+    is how an ImageFolder's images become inputs (:func:`parse_transform`).
     """
     p = Path(path)
     if not p.exists():
         raise UserError(f"{flag} {p} does not exist ({EXPECTED})")
     if limit is not None and limit < 0:
         raise UserError(f"check.eval_limit is {limit}: give the number of images to use (or leave it unset for all)")
-    images, labels = load_image_folder(p, card) if p.is_dir() else load_npz(p, card)
+    images, labels = load_image_folder(p, card, transform) if p.is_dir() else load_npz(p, card)
     if len(images) != len(labels):
         raise UserError(f"{p}: {len(images)} images but {len(labels)} labels")
     if len(labels) == 0:

@@ -4,15 +4,17 @@
 range, unknown methods and method options). What is left needs the filesystem or the model:
 
 * :func:`check_config`: the data files the run will read (``check.eval_data``, ``synthesis.calib_data``) exist
-  and have a readable form, and real calibration data goes with a method that uses it (and only then);
+  and have a readable form, real calibration data goes with a method that uses it (and only then), and a
+  quality gate has what it judges (``check.max_accuracy_drop`` needs ``--eval-data``; gates need integer artifacts);
 * :func:`check_model`: the FP model can be synthesized for (BatchNorm2d layers), quantized (a Conv2d or
   Linear layer), traced by torch.fx, and every op in it has a route on each requested target
   (:func:`exporters.preflight.check_routes`: a fraction of a second, nothing converted);
 * :func:`preflight`: both, loading the model when the caller has not.
 
-Each raises one :class:`~pipeline.errors.UserError` (``ConfigError`` / ``ModelLoadError``) whose one-line
-message lists every problem found, not only the first; warnings (ops whose MACs stay float) come back as lines
-for the caller to print.
+Each raises one :class:`~pipeline.errors.UserError` (``ConfigError`` / ``ModelLoadError``, exit 3) whose one-line
+message lists every problem found, not only the first; a model whose only problem is an op with no route on a
+target raises :class:`~exporters.errors.ExportError` instead (exit 4, as when the export stage finds it).
+Warnings (ops whose MACs stay float) come back as lines for the caller to print.
 """
 
 from __future__ import annotations
@@ -111,16 +113,31 @@ def _check_calib_pairing(cfg: RunConfig) -> list[str]:
     return []
 
 
+def _check_gates(cfg: RunConfig) -> list[str]:
+    """A quality gate has something to judge: real labels for an accuracy drop, integer artifacts for any gate."""
+    c = cfg.check
+    problems = []
+    if c.max_accuracy_drop is not None and not c.eval_data:
+        problems.append("check.max_accuracy_drop compares accuracies on labelled images: give --eval-data (an .npz or an "
+                        "ImageFolder directory), or gate on check.min_agreement, which the held-out synthetic set measures")
+    gated = [f"check.{g}" for g in ("min_agreement", "max_accuracy_drop") if getattr(c, g) is not None]
+    if gated and cfg.qat.profile != "deploy":
+        problems.append(f"{' and '.join(gated)} judge integer artifacts, and qat.profile={cfg.qat.profile} makes none: "
+                        "use --profile deploy, or drop the gate")
+    return problems
+
+
 def check_config(cfg: RunConfig) -> None:
     """Raise one :class:`ConfigError` listing every problem of the config's data paths and method/data pairing.
 
     Covers ``check.eval_data`` and ``synthesis.calib_data`` (exists; an .npz with image and label arrays that are
     numeric and not empty, read from their headers only; or a folder with class sub-folders, dot-folders not
     counted, holding images; nothing else), and ``synthesis.calib_data`` against the method. Cheap: no image is
-    decoded. Unknown methods and options, and numbers out of range, were refused by ``build_config`` already.
+    decoded. And the quality gates against the data and the profile (:func:`_check_gates`). Unknown methods and
+    options, and numbers out of range, were refused by ``build_config`` already.
     """
     problems = [*_check_data("check.eval_data", cfg.check.eval_data), *_check_data("synthesis.calib_data", cfg.synthesis.calib_data),
-                *_check_calib_pairing(cfg)]
+                *_check_calib_pairing(cfg), *_check_gates(cfg)]
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -132,7 +149,11 @@ def check_model(cfg: RunConfig, model: nn.Module, card: ModelCard) -> list[str]:
     Conv2d or Linear layer (nothing to quantize), a forward torch.fx cannot trace, an op with no route on a
     requested target. Warnings (returned, one line each): ops whose multiply-accumulates stay float, which the
     integer gate weighs against ``export.min_integer_coverage`` (deploy profile only: paper writes no integer file).
+    Route problems alone are an :class:`ExportError` (the artifact cannot be made, exit 4, the export stage's
+    verdict found early); with a problem of the model itself (an untraceable forward is one: nothing can quantize
+    it), everything is one :class:`ModelLoadError`.
     """
+    from exporters.errors import ExportError
     from exporters.preflight import check_routes
     from pipeline.synthesis.base import no_batchnorm_message
 
@@ -142,9 +163,12 @@ def check_model(cfg: RunConfig, model: nn.Module, card: ModelCard) -> list[str]:
     if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules()):
         fatal.append("model has no Conv2d or Linear layer to quantize")
     problems = check_routes(model, card.input_shape, cfg.export.targets)
-    fatal += list(dict.fromkeys(p.message for p in problems if p.fatal))
+    fatal += list(dict.fromkeys(p.message for p in problems if p.fatal and p.op == "torch.fx"))  # nothing can quantize it
+    routes = list(dict.fromkeys(p.message for p in problems if p.fatal and p.op != "torch.fx"))
     if fatal:
-        raise ModelLoadError("; ".join(fatal))
+        raise ModelLoadError("; ".join(fatal + routes))
+    if routes:
+        raise ExportError("; ".join(routes))
     if cfg.qat.profile != "deploy":
         return []
     return [f"warning: {p.message}" for p in problems if not p.fatal]

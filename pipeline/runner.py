@@ -12,6 +12,11 @@ Every stage's key also holds a digest of the model *as loaded* (its classes'
 source, graph and weights: :func:`pipeline.models.loading.model_digest`), so an
 edit to any module the model is made of invalidates the cache, not only an edit
 of the files named on the command line.
+
+The runner's own lines (``stage 2/5 [qat] running``, ``... done in``) are progress, through
+:mod:`pipeline.cli.output` (``-q`` hides them); the ETA they and each loop's lines give comes from
+the seconds this folder's manifest recorded for the stages still to run, when their config sections
+are the same as then (:meth:`Runner.estimates`, :mod:`pipeline.progress`).
 """
 
 from __future__ import annotations
@@ -96,10 +101,11 @@ class RunContext:
         from pipeline.evaldata import load_eval_data
 
         card = self.teacher()[1]
+        c = self.cfg.check  # check.eval_transform: how an ImageFolder's images become inputs, for both
         if which == "eval":
-            c = self.cfg.check
-            return self.memo("eval_data", lambda: load_eval_data(c.eval_data, card, c.eval_limit))
-        return self.memo("calib_data", lambda: load_eval_data(self.cfg.synthesis.calib_data, card, flag="--calib-data"))
+            return self.memo("eval_data", lambda: load_eval_data(c.eval_data, card, c.eval_limit, transform=c.eval_transform))
+        return self.memo("calib_data", lambda: load_eval_data(self.cfg.synthesis.calib_data, card, flag="--calib-data",
+                                                              transform=c.eval_transform))
 
     def model_digest(self) -> str:
         """The digest of the FP model as loaded (:func:`pipeline.models.loading.model_digest`), once per process."""
@@ -218,9 +224,31 @@ class Runner:
             out.append((stage.name, why))
         return out
 
+    def estimates(self, last: int) -> dict[str, float]:
+        """Seconds each stage up to ``last`` took when it last ran in this folder, for the stages whose config sections
+        are the same now as then (``config.json`` holds the config of the last run that finished a stage): a stage that
+        ran with another budget says nothing about this one. What :mod:`pipeline.progress` bases a run's ETA on."""
+        try:
+            before = json.loads(self.ctx.layout.config.read_text()).get("_data", {})
+        except (OSError, ValueError, AttributeError):
+            return {}
+        out = {}
+        for stage in self.stages[: last + 1]:
+            seconds = self.manifest["stages"].get(stage.name, {}).get("seconds")
+            same = all(json.dumps(before.get(s), sort_keys=True, default=str)
+                       == json.dumps(json.loads(json.dumps(self.ctx.cfg.section(s), default=str)), sort_keys=True) for s in stage.sections)
+            if isinstance(seconds, (int, float)) and same:
+                out[stage.name] = float(seconds)
+        return out
+
     def run(self, until: str | None = None, redo_from: str | None = None) -> None:
+        from pipeline import progress
+        from pipeline.cli import output
+
         last, redo = self._span(until, redo_from)
         self.ctx.teacher()  # fail fast on a bad model or weights, before anything is written
+        run_started, n = time.monotonic(), len(self.stages)
+        estimates = self.estimates(last) if self.main else {}
         if self.main:
             self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
         devices = distributed.gather(self.ctx.placement.describe()["devices"][0])  # every rank's device, for provenance
@@ -233,14 +261,24 @@ class Runner:
                 break
             key = self.key(stage) if self.main else None
             fresh = i < redo and self.fresh(stage, key) if self.main else None
+            label = f"stage {i + 1}/{n} [{stage.name}]"  # keeps "[synth] running": what scripts grep for
             if distributed.broadcast(fresh) if together else fresh:
-                self.ctx.log(f"[{stage.name}] up to date, skipped")
+                if self.main:
+                    output.info(f"{label} up to date, skipped")
                 continue
-            self.ctx.log(f"[{stage.name}] running")
+            now = time.monotonic()
+            later = [estimates.get(s.name) for s in self.stages[i + 1: last + 1]]
+            info = progress.StageInfo(i + 1, n, stage.name, run_started, now, estimates.get(stage.name),
+                                      None if None in later else sum(later))  # type: ignore[arg-type]
+            if self.main:
+                left = info.run_left(now)
+                output.info(f"{label} running · run {progress.clock(now - run_started)} elapsed"
+                            + (f", about {progress.clock(left)} left by this folder's earlier timings" if left is not None else ""))
             t0 = time.time()
             self.ctx.stage_key = distributed.broadcast(key) if together else key
             if stage.ranks or self.main:
-                stage.run(self.ctx)
+                with progress.stage(info):
+                    stage.run(self.ctx)
             if together:
                 distributed.barrier()  # the stage's files are written (rank 0) before any rank reads them
             if not self.main:
@@ -258,4 +296,4 @@ class Runner:
             # crash) leaves the folder's config describing the artifacts it holds, not the command that failed.
             write_json(self.ctx.layout.config, self.ctx.cfg.to_dict())
             self.ctx.layout.clear_checkpoints(stage.name)  # the stage is done: its progress files are not needed
-            self.ctx.log(f"[{stage.name}] done in {time.time() - t0:.1f}s")
+            output.info(f"{label} done in {time.time() - t0:.1f}s · run {progress.clock(time.monotonic() - run_started)} elapsed")

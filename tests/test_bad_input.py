@@ -1,4 +1,4 @@
-"""Bad input through the real CLI: a one-line error, exit code 2, no traceback, no half-written artifact."""
+"""Bad input through the real CLI: a one-line error, its exit status (3 input, 4 export gate), no traceback, no half-written artifact."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ def pipeline(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
 
 
-def assert_one_line_error(res: subprocess.CompletedProcess, *fragments: str) -> str:
-    assert res.returncode == 2, res.stderr[-2000:]
+def assert_one_line_error(res: subprocess.CompletedProcess, *fragments: str, code: int = 3) -> str:
+    """One ``error:`` line holding every fragment, no traceback, exit ``code`` (3: input or config, pipeline/cli/exits.py)."""
+    assert res.returncode == code, res.stderr[-2000:]
     assert "Traceback" not in res.stderr, res.stderr[-2000:]
     err = [l for l in res.stderr.splitlines() if l.startswith("error: ")]
     assert len(err) == 1, res.stderr
@@ -107,7 +108,7 @@ def test_unknown_factory_and_bad_shape(tmp_path, user_model):
 def test_op_the_onnx_export_cannot_quantize_is_named_and_no_artifact_is_left(tmp_path, user_model):
     run = tmp_path / "run"
     res = pipeline("run", "--model", f"{user_model / 'mynet.py'}:build_deconv", "--input-shape", "1,28,28", "--out", str(run), *FAST)
-    line = assert_one_line_error(res, "ConvTranspose", "integer")
+    line = assert_one_line_error(res, "ConvTranspose", "integer", code=4)  # the integer gate: export gate
     assert "model.w8a8.onnx" in line
     assert not (run / "model.w8a8.onnx").exists()
     assert not list(run.rglob("*.tmp*"))

@@ -28,8 +28,8 @@ from tests.test_bad_input import FAST, assert_one_line_error, pipeline
 LATE = "Errors that arrive too late or as tracebacks"
 
 FAULTS = [
-    Fault(LATE, "`--set qat.steps.x=1` (a key below a plain value)", "one line naming the key, exit 2 (was a TypeError traceback)",
-          "test_key_below_a_scalar_is_one_line", "qat.steps is a single value, not a mapping", 2),
+    Fault(LATE, "`--set qat.steps.x=1` (a key below a plain value)", "one line naming the key, exit 3 (was a TypeError traceback)",
+          "test_key_below_a_scalar_is_one_line", "qat.steps is a single value, not a mapping", 3),
     Fault(LATE, "`--config` a folder, a missing file, not YAML, not a mapping, binary",
           "one line each, nothing runs (a folder was an IsADirectoryError traceback, binary a UnicodeDecodeError)",
           "test_config_file_that_is_not_a_yaml_mapping", "is a folder, not a YAML file"),
@@ -38,7 +38,7 @@ FAULTS = [
           "qat.lr must be > 0"),
     Fault(LATE, "`--set qat.steps=true` (a boolean where an integer goes)", "one line (was 1 step)",
           "test_boolean_where_a_number_goes", "expected int, got a boolean"),
-    Fault(LATE, "`--target ''`", "one line listing the targets (was a silent onnx run)", "test_empty_target", "no target given", 2),
+    Fault(LATE, "`--target ''`", "one line listing the targets (was a silent onnx run)", "test_empty_target", "no target given", 3),
     Fault(LATE, "`--target onnx,onnx`", "one line: each target once (aliases and `all` still merge)",
           "test_repeated_target_is_refused", "'onnx' is listed twice"),
     Fault(LATE, "unknown method option (`synthesis.options.iterationz`) or bad value (NaN, text, 0 iterations)",
@@ -61,8 +61,8 @@ FAULTS = [
     Fault(LATE, "an op litert-torch writes but LiteRT cannot run (`torch.sort` → `STABLEHLO_SORT`)",
           "one line naming the op and the target, no file (was a ValueError traceback)", "test_tflite_op_without_a_kernel_is_named",
           "LiteRT has no kernel for STABLEHLO_SORT"),
-    Fault(LATE, "`pipeline export` of a model with `torch.fft.rfft`", "one line, exit 2, no artifact, no temp files (was a traceback)",
-          "test_cli_unsupported_op_is_one_line_and_leaves_nothing", "aten::fft_rfft", 2),
+    Fault(LATE, "`pipeline export` of a model with `torch.fft.rfft`", "one line before any stage, exit 4 (the export gate), no artifact, no temp files (was a traceback)",
+          "test_cli_unsupported_op_is_one_line_and_leaves_nothing", "aten::fft_rfft", 4),
     Fault(LATE, "ops with no route on a requested target, an untraceable forward",
           "named with op, target and source line before any stage, converting nothing (was: after synthesis and QAT)",
           "test_check_routes_names_each_op_and_target", "torch.fx"),
@@ -139,7 +139,8 @@ def _build(path: Path, factory: str) -> torch.nn.Module:
 
 def test_key_below_a_scalar_is_one_line(tmp_path):
     res = pipeline("run", "--set", "qat.steps.x=1", "--out", str(tmp_path / "run"))
-    assert_one_line_error(res, ROW["test_key_below_a_scalar_is_one_line"].message, "qat.steps=")
+    assert_one_line_error(res, ROW["test_key_below_a_scalar_is_one_line"].message, "qat.steps=",
+                          code=ROW["test_key_below_a_scalar_is_one_line"].exit_code)
     assert not (tmp_path / "run").exists()
     with pytest.raises(ConfigError, match="qat.bits is a single value"):
         build_config(sets=["qat.bits.x=1"])
@@ -212,7 +213,7 @@ def test_empty_target(tmp_path):
         build_config(cli={"export.targets": [""]})
     # --dry-run and the tiny budget: should an empty target ever be taken for the default again, this fails in seconds
     res = pipeline("run", "--target", "", "--dry-run", "--out", str(tmp_path / "run"), *FAST)
-    assert_one_line_error(res, ROW["test_empty_target"].message, "onnx, openvino, tflite")
+    assert_one_line_error(res, ROW["test_empty_target"].message, "onnx, openvino, tflite", code=ROW["test_empty_target"].exit_code)
     assert not (tmp_path / "run").exists()
 
 
@@ -379,7 +380,8 @@ def test_tflite_op_without_a_kernel_is_named(tmp_path, user_model):
 def test_cli_unsupported_op_is_one_line_and_leaves_nothing(tmp_path, user_model):
     run = tmp_path / "run"
     res = pipeline("export", "--model", f"{user_model}:build_fft", "--input-shape", "1,28,28", "--target", "onnx", "--out", str(run), *FAST)
-    assert_one_line_error(res, ROW["test_cli_unsupported_op_is_one_line_and_leaves_nothing"].message, "onnx")
+    assert_one_line_error(res, ROW["test_cli_unsupported_op_is_one_line_and_leaves_nothing"].message, "onnx",
+                          code=ROW["test_cli_unsupported_op_is_one_line_and_leaves_nothing"].exit_code)
     assert "Torch IR graph" not in res.stderr  # torch.onnx's C++ log of the whole graph stays off the terminal
     assert not list(run.glob("model.*")) and not list(run.rglob("*.tmp*")) and not list(run.glob(".model*"))
 

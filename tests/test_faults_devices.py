@@ -34,9 +34,9 @@ FAULTS = [
     Fault(LOST, "disk full when the agent writes its result", "the result JSON on stdout, one line naming where it went",
           "test_agent_full_disk_keeps_the_result", "the result JSON went to stdout", 3),
     Fault(LOST, "`pipeline bench` into a read-only results folder", "one-line error before anything is measured",
-          "test_host_read_only_results_folder_fails_before_measuring", "cannot write device results", 2),
+          "test_host_read_only_results_folder_fails_before_measuring", "cannot write device results", 3),
     Fault(LOST, "disk full when `pipeline bench` saves a result", "the result kept in a temp file, one line naming it",
-          "test_host_full_results_folder_keeps_the_result", "the measurement is kept at", 2),
+          "test_host_full_results_folder_keeps_the_result", "the measurement is kept at", 3),
     Fault(LOST, "malformed result in `bench/results/` (`{\"runs\":[{}]}`, truncated JSON)",
           "report skips it and lists it with the reason (report.json, report.html, summary)",
           "test_malformed_result_is_skipped_and_listed", "not a valid device result"),
@@ -453,7 +453,7 @@ def test_bench_args_are_validated():
     from devices.agent import validate_bench_args
     from devices.errors import DeviceError
 
-    assert validate_bench_args(["--num-threads", "1,4", "--full", "-r", "7"]) == ["--num_threads", "1,4", "--num_runs", "7", "--full"]
+    assert validate_bench_args(["--num-threads", "1,4", "--full", "--num_runs", "7"]) == ["--num_threads", "1,4", "--num_runs", "7", "--full"]
     assert validate_bench_args([]) == []
     for flags, fragment in ((["--num_run", "5"], "'--num_runs'"), (["--trails", "2"], "'--trials'"),
                             (["--graph", "x.onnx"], "not a bench flag"), (["--num_runs", "x"], "--num_runs"),

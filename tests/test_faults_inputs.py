@@ -27,7 +27,7 @@ FAULTS = [
     Fault(W, "--eval-data labels of -1 (half the set)", "refused, count and values named (was scored: 47.5 % for a 95 % model)",
           "test_negative_labels_are_refused_not_scored", "labels must be class indices 0..9"),
     Fault(W, "--eval-data labels of -1 through the CLI", "one-line error before the first stage runs",
-          "test_cli_check_refuses_negative_labels", "labels must be class indices 0..9", 2),
+          "test_cli_check_refuses_negative_labels", "labels must be class indices 0..9", 3),
     Fault(W, "--eval-data float images in 0..255 for a 0..1 model", "refused with the range found and the range taken",
           "test_float_images_outside_the_pixel_range_are_refused", "pixel values span 0..255, the model takes 0..1"),
     Fault(W, "hidden .ipynb_checkpoints folder and dot-files in an ImageFolder", "skipped; labels unchanged",
@@ -40,7 +40,7 @@ FAULTS = [
           "test_stage_keys_follow_the_data_folders"),
     Fault(W, "bundled model with --input-shape 3,32,32 --num-classes 100", "refused, says what it takes and how to use another model",
           "test_bundled_model_refuses_another_shape_or_class_count",
-          "the bundled model 'fmnist_resnet20' takes 1×28×28 images and 10 classes", 2),
+          "the bundled model 'fmnist_resnet20' takes 1×28×28 images and 10 classes", 3),
     Fault(W, "--num-classes 0 or negative (bundled, zoo, file.py:factory)", "refused instead of becoming 10",
           "test_num_classes_below_two_is_refused_for_every_model_kind", "--num-classes 0: a classifier has at least 2 classes"),
     Fault(E, "NaN or Inf in the --weights file", "one-line error naming the tensors",
@@ -56,8 +56,8 @@ FAULTS = [
     Fault(E, "--eval-data with 0 images", "refused instead of a NaN accuracy", "test_empty_eval_data_is_refused", "no images"),
     Fault(E, "corrupt PNG inside an ImageFolder", "one-line error naming the file", "test_corrupt_png_names_the_file",
           "bad.png: not a readable image"),
-    Fault(E, "sys.exit() inside a user factory or at import of its file", "one-line error, exit 2 (was a silent exit 0)",
-          "test_sys_exit_in_a_factory_is_a_one_line_error", "called sys.exit", 2),
+    Fault(E, "sys.exit() inside a user factory or at import of its file", "one-line error, exit 3 (was a silent exit 0)",
+          "test_sys_exit_in_a_factory_is_a_one_line_error", "called sys.exit", 3),
     Fault(E, "factory returns a tuple, or a model with 1 output", "one-line error instead of a traceback",
           "test_other_factory_mistakes_are_one_line_errors", "model returns tuple"),
     Fault(E, "pickled objects in --weights (torch's message has colour codes)", "the reason, whole, no colour codes",
@@ -281,7 +281,7 @@ def test_bundled_model_refuses_another_shape_or_class_count(tmp_path):
     """It recorded 3,32,32 / 100 in config.json and built 1×28×28 / 10 artifacts."""
     name = "test_bundled_model_refuses_another_shape_or_class_count"
     res = pipeline("run", "--input-shape", "3,32,32", "--num-classes", "100", "--out", str(tmp_path / "run"), *FAST)
-    line = assert_one_line_error(res, ROW[name].message, "--model path/to/file.py:factory")
+    line = assert_one_line_error(res, ROW[name].message, "--model path/to/file.py:factory", code=ROW[name].exit_code)
     assert "--input-shape 3,32,32" in line and "--num-classes 100" in line
     assert not (tmp_path / "run" / "synthetic").exists()
     load_refused(ModelConfig(num_classes=100), name)
@@ -381,7 +381,7 @@ def test_sys_exit_in_a_factory_is_a_one_line_error(tmp_path):
     name = "test_sys_exit_in_a_factory_is_a_one_line_error"
     (tmp_path / "net.py").write_text(USER_NETS)
     res = pipeline("synth", "--model", f"{tmp_path / 'net.py'}:exits", "--input-shape", "1,28,28", "--out", str(tmp_path / "run"), *FAST)
-    assert_one_line_error(res, ROW[name].message, "exits()")
+    assert_one_line_error(res, ROW[name].message, "exits()", code=ROW[name].exit_code)
     (tmp_path / "bye.py").write_text("import sys\nsys.exit(3)\n")
     load_refused(ModelConfig(name=f"{tmp_path / 'bye.py'}:net", input_shape="1,28,28"), name)
     load_refused(ModelConfig(name=f"{tmp_path / 'net.py'}:exits_in_forward", input_shape="1,28,28"), name)
@@ -458,5 +458,5 @@ def test_cli_check_refuses_negative_labels(checked_run, tmp_path, fmnist_test):
     labels[::2] = -1
     np.savez(tmp_path / "neg.npz", images=u8(x[:64]), labels=labels)
     res = pipeline("check", *FAST, "--eval-data", str(tmp_path / "neg.npz"), "--out", str(out))
-    assert_one_line_error(res, ROW["test_cli_check_refuses_negative_labels"].message)
+    assert_one_line_error(res, ROW["test_cli_check_refuses_negative_labels"].message, code=ROW["test_cli_check_refuses_negative_labels"].exit_code)
     assert "[synth]" not in res.stderr  # refused before the first stage, not after synthesis and QAT

@@ -24,12 +24,12 @@ FAULTS = [
     Fault(WRONG, "a module the model file imports is edited", "every stage runs again (the key holds a digest of the "
           "loaded model's code, graph and weights)", "test_editing_a_module_the_factory_imports_reruns_the_stages"),
     Fault(LOST, "a second run into a folder a run is writing", "the second run refuses; the first finishes", "test_second_run_into_a_busy_folder_is_refused",
-          "is in use by another pipeline process", 2),
+          "is in use by another pipeline process", 3),
     Fault(LOST, "`--out ''`", "refused (it would be the current directory)", "test_out_that_is_empty_a_file_or_a_foreign_folder_is_refused",
-          "--out is empty", 2),
-    Fault(LOST, "`--out` names a file", "refused", "test_out_that_is_empty_a_file_or_a_foreign_folder_is_refused", "is a file, not a folder", 2),
+          "--out is empty", 3),
+    Fault(LOST, "`--out` names a file", "refused", "test_out_that_is_empty_a_file_or_a_foreign_folder_is_refused", "is a file, not a folder", 3),
     Fault(LOST, "`--out` is a non-empty folder that is not a run folder", "refused unless `--force`",
-          "test_out_that_is_empty_a_file_or_a_foreign_folder_is_refused", "is not empty and is not a run folder", 2),
+          "test_out_that_is_empty_a_file_or_a_foreign_folder_is_refused", "is not empty and is not a run folder", 3),
     Fault(LOST, "a run that fails (`--method foo`) or is killed mid-stage in a finished run folder", "the folder's "
           "config.json still describes its artifacts (it is written only when a stage finishes)",
           "test_a_failed_run_leaves_the_config_of_what_the_folder_holds"),
@@ -40,12 +40,12 @@ FAULTS = [
     Fault(LOST, "symlinks planted at the old fixed temporary names (`config.json.tmp`, `report.json.tmp`, ...)",
           "never followed: every write goes to a fresh unique temporary file", "test_planted_symlinks_at_temp_names_are_not_followed"),
     Fault(LATE, "corrupt `manifest.json`", "one line; `--force` redoes every stage", "test_corrupt_manifest_is_one_line_and_force_redoes",
-          "manifest.json is corrupt", 2),
-    Fault(LATE, "`--out` on a read-only filesystem", "one line", "test_read_only_out_is_one_line", "Read-only file system", 2),
+          "manifest.json is corrupt", 3),
+    Fault(LATE, "`--out` on a read-only filesystem", "one line", "test_read_only_out_is_one_line", "Read-only file system", 3),
     Fault(LATE, "the disk fills up while a stage writes", "one line; no partial file; finished stages kept",
-          "test_full_disk_is_one_line_and_leaves_no_partial_file", "No space left on device", 2),
+          "test_full_disk_is_one_line_and_leaves_no_partial_file", "No space left on device", 3),
     Fault(LATE, "`pipeline run --device` naming a device that does not answer", "one line before the first stage, not after QAT",
-          "test_unreachable_device_fails_before_the_first_stage", "is not reachable", 2),
+          "test_unreachable_device_fails_before_the_first_stage", "is not reachable", 6),
     Fault(LATE, "`--dry-run`", "the resolved config and, per stage, cached or runs and why; nothing written",
           "test_dry_run_writes_nothing_and_says_what_would_run"),
 ]
@@ -143,19 +143,20 @@ def test_second_run_into_a_busy_folder_is_refused(tmp_path):
         first.send_signal(signal.SIGCONT)
     rest = first.stderr.read()
     assert first.wait(timeout=600) == 0, "".join(lines) + rest
-    assert_one_line_error(second, ROW["test_second_run_into_a_busy_folder_is_refused"].message, "give another --out")
+    row = ROW["test_second_run_into_a_busy_folder_is_refused"]
+    assert_one_line_error(second, row.message, "give another --out", code=row.exit_code)
     assert json.loads((out / "config.json").read_text())["_data"]["synthesis"]["seed"] == 1
 
 
 def test_out_that_is_empty_a_file_or_a_foreign_folder_is_refused(tmp_path):
-    messages = [f.message for f in FAULTS if f.test == "test_out_that_is_empty_a_file_or_a_foreign_folder_is_refused"]
+    rows = [f for f in FAULTS if f.test == "test_out_that_is_empty_a_file_or_a_foreign_folder_is_refused"]
     (tmp_path / "notes.txt").write_text("mine")
     (tmp_path / "project").mkdir()
     (tmp_path / "project" / "config.json").write_text('{"mine": true}')
     before = tree_digest(tmp_path)
-    for out, message in zip(["", str(tmp_path / "notes.txt"), str(tmp_path / "project")], messages):
+    for out, row in zip(["", str(tmp_path / "notes.txt"), str(tmp_path / "project")], rows):
         res = pipeline("synth", *FAST, "--out", out, cwd=tmp_path)
-        assert_one_line_error(res, message)
+        assert_one_line_error(res, row.message, code=row.exit_code)
     assert tree_digest(tmp_path) == before  # nothing written, nothing overwritten
     forced = pipeline("synth", *FAST, "--out", str(tmp_path / "project"), "--force", "--dry-run")
     assert forced.returncode == 0 and "synth   runs" in forced.stdout, forced.stderr[-2000:]
@@ -165,7 +166,7 @@ def test_a_failed_run_leaves_the_config_of_what_the_folder_holds(base_run, tmp_p
     run = copy_run(base_run, tmp_path)
     config = (run / "config.json").read_text()
     res = pipeline("run", *FAST, "--method", "foo", "--out", str(run))
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert res.returncode == 3 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert (run / "config.json").read_text() == config
     env = {**os.environ, "ZSQ_QUIET": "1", "PYTHONPATH": str(ROOT), "ZSQ_KILL_AT": "qat.step"}  # dies inside the qat stage
     killed = subprocess.run([sys.executable, "-m", "pipeline", "run", *FAST, "--set", "qat.steps=3", "--out", str(run)],
@@ -224,7 +225,8 @@ def test_corrupt_manifest_is_one_line_and_force_redoes(base_run, tmp_path):
     run = copy_run(base_run, tmp_path)
     (run / "manifest.json").write_text('{"stages": {"synth": ')
     res = pipeline("run", *FAST, "--out", str(run))
-    assert_one_line_error(res, ROW["test_corrupt_manifest_is_one_line_and_force_redoes"].message, "--force")
+    row = ROW["test_corrupt_manifest_is_one_line_and_force_redoes"]
+    assert_one_line_error(res, row.message, "--force", code=row.exit_code)
     forced = pipeline("run", *FAST, "--out", str(run), "--force", "--dry-run")
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert "synth   runs (never ran in this folder)" in forced.stdout, forced.stdout
@@ -250,7 +252,7 @@ def test_read_only_out_is_one_line(tmp_path, mounts):
     _mount_tmpfs(ro, "ro,size=1m")
     mounts.append(ro)
     res = pipeline("synth", *FAST, "--out", str(ro / "run"))
-    assert_one_line_error(res, ROW["test_read_only_out_is_one_line"].message, "--out")
+    assert_one_line_error(res, ROW["test_read_only_out_is_one_line"].message, "--out", code=ROW["test_read_only_out_is_one_line"].exit_code)
 
 
 def test_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, mounts):
@@ -259,7 +261,8 @@ def test_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, mounts):
     mounts.append(small)
     run = small / "run"
     res = pipeline("qat", *FAST, "--out", str(run))
-    assert_one_line_error(res, ROW["test_full_disk_is_one_line_and_leaves_no_partial_file"].message, "finished stages are kept")
+    row = ROW["test_full_disk_is_one_line_and_leaves_no_partial_file"]
+    assert_one_line_error(res, row.message, "finished stages are kept", code=row.exit_code)
     assert (run / "synthetic" / "train.npz").exists()  # the finished stage is kept
     assert not [p.name for p in run.rglob("*") if p.is_file() and (p.name.startswith(".zsq-tmp-") or p.name.endswith(".tmp")
                                                                   or p.name == "student.pt")]
@@ -287,7 +290,8 @@ def test_dry_run_writes_nothing_and_says_what_would_run(base_run, tmp_path):
 def test_unreachable_device_fails_before_the_first_stage(tmp_path):
     out = tmp_path / "run"
     res = pipeline("run", *FAST, "--device", "ssh://zsq@127.0.0.1:9", "--out", str(out))  # nothing listens on port 9
-    assert_one_line_error(res, ROW["test_unreachable_device_fails_before_the_first_stage"].message)
+    row = ROW["test_unreachable_device_fails_before_the_first_stage"]
+    assert_one_line_error(res, row.message, code=row.exit_code)  # 6: the device, not the input
     assert "[synth]" not in res.stderr and not out.exists()
 
 

@@ -251,4 +251,4 @@ def test_asking_for_a_gpu_that_is_not_there_is_one_line():
         pytest.skip("this machine has a CUDA device: the error path needs one without")
     res = subprocess.run([sys.executable, "-m", "pipeline", "run", "--accelerator", "cuda", "--out", "/nonexistent/x"],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "install the CUDA build of torch" in res.stderr
+    assert res.returncode == 3 and res.stderr.strip().count("\n") == 0 and "install the CUDA build of torch" in res.stderr

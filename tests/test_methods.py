@@ -153,14 +153,14 @@ def test_fdda_without_calibration_data_is_a_one_line_error(tmp_path):
     cmd = [sys.executable, "-m", "pipeline", "synth", "--model", "resnet20", "--input-shape", "1,28,28", "--method", "fdda",
            "--out", str(tmp_path / "run")]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.returncode == 3 and "Traceback" not in r.stderr  # config (pipeline/cli/exits.py)
     assert "not data-free" in r.stderr and "--calib-data" in r.stderr
     np.savez(tmp_path / "c.npz", images=np.zeros((3, 28, 28), np.uint8), labels=np.array([0, 1, 2]))
     r = subprocess.run([*cmd, "--calib-data", str(tmp_path / "c.npz")], cwd=root, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "1 calibration image per class" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 3 and "1 calibration image per class" in r.stderr and "Traceback" not in r.stderr
     r = subprocess.run([*cmd[:-4], "--method", "gdfq", "--calib-data", str(tmp_path / "c.npz"), "--out", str(tmp_path / "r2")],
                        cwd=root, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "data-free" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 3 and "data-free" in r.stderr and "Traceback" not in r.stderr
 
 
 # ---------------------------------------------------------------- end to end on the bundled model (tiny budgets)

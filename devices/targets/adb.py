@@ -28,7 +28,7 @@ from pathlib import Path
 
 from devices.bundle import BenchJob
 from devices.errors import DeviceError
-from devices.protocol import SCHEMA, sha256
+from devices.protocol import SCHEMA, result_status, sha256
 from devices.targets.base import RESULT, Log, ResultLeftOnDevice, Target, agent_failure, parse_result, result_from_stdout, stage
 from runtimes.formats import BY_NAME
 
@@ -272,4 +272,4 @@ class AdbTarget(Target):
                              "runtime": "litert", "runtime_version": "benchmark_model"},
                 "settings": {"bench": b, "threads": list(threads), "cpus": cores, "trials": settings.trials, "cold_starts": 0,
                              "cooldown_secs": settings.cooldown_secs, "full": settings.full},
-                "environment": env, "runs": runs, "reference": None, "flags": flags, "status": "ok"}
+                "environment": env, "runs": runs, "reference": None, "flags": flags, "status": result_status(None)}

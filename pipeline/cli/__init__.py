@@ -19,6 +19,18 @@ from __future__ import annotations
 import sys
 
 
+# The host side's top-level modules (pyproject.toml's `host` extra). A device-side install (`pip install zsq-edge`:
+# numpy and the integer runtimes, no torch) has none of them, and building the parser already imports torch.
+HOST_MODULES = ("torch", "onnx", "onnxscript", "yaml", "PIL", "jsonschema", "litert_torch", "torchao")
+
+
+def missing_host_modules() -> list[str]:
+    """The host-side modules this Python cannot find (all of them on a device-side install); found, not imported."""
+    import importlib.util
+
+    return [m for m in HOST_MODULES if importlib.util.find_spec(m) is None]
+
+
 def build_parser():
     from pipeline.cli.parser import build_parser as build
 
@@ -28,6 +40,12 @@ def build_parser():
 def main(argv: list[str] | None = None) -> int:
     from pipeline.cli import exits, output
 
+    missing = missing_host_modules()
+    if missing:
+        print(f"error: this is the device side of zsq-edge (no {', '.join(missing)}); `pipeline` needs the host side: "
+              'pip install -c constraints.txt ".[host]" in a zsq-edge checkout (docs/install.md). '
+              "On a device, the bench agent is python -m devices.agent", file=sys.stderr)
+        return exits.INPUT
     args = build_parser().parse_args(argv)
     output.configure(args)
     try:

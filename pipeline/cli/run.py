@@ -16,6 +16,8 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
         "model.num_classes": args.num_classes, "qat.bits": args.bits, "qat.profile": args.profile, "qat.overflow_fix": args.overflow_fix, "synthesis.method": args.method,
         "export.targets": targets, "check.eval_data": args.eval_data, "out": args.out, "synthesis.calib_data": args.calib_data,
         "host.accelerator": args.accelerator, "host.precision": args.precision,
+        "check.min_agreement": args.min_agreement, "check.max_accuracy_drop": args.max_accuracy_drop,
+        "check.eval_transform": args.eval_transform,
     }
     if getattr(args, "compile", False):
         cli["host.compile"] = True
@@ -39,7 +41,9 @@ def run(args: argparse.Namespace, until: str | None) -> int:
     rank, world, local = distributed.env_ranks()  # under torchrun: this process's place among the ranks
     run_dir = check_out(cfg.out, args.force) if rank == 0 else Path(cfg.out)  # rank 0 alone writes the folder
     placement = Placement.resolve(cfg.host.accelerator, cfg.host.precision, rank, world, local, cfg.host.channels_last)
-    log = (lambda m: print(m, file=sys.stderr, flush=True)) if placement.is_main else (lambda m: None)
+    from pipeline.cli import output
+
+    log = output.info if placement.is_main else (lambda m: None)
     ctx = RunContext(cfg, run_dir, log=log, placement=placement)
     spec = _preflight(args, until, ctx)
     if args.dry_run:
@@ -85,16 +89,17 @@ def _preflight(args: argparse.Namespace, until: str | None, ctx):
         return None
     import shlex
 
-    from devices import inventory
     from devices.agent import validate_bench_args
     from devices.errors import DeviceError
     from devices.session import check_devices
 
+    from pipeline.cli.commands import resolve_device
+
     try:
         args.bench_flags = validate_bench_args(shlex.split(args.bench_args))
-    except ValueError as exc:
-        raise UserError(f"--bench-args {args.bench_args!r}: {exc} (give the flags with '=': --bench-args='--num_threads 1')") from None
-    spec = inventory.resolve(device, args.devices_file)
+    except (ValueError, DeviceError) as exc:  # a flag of the user's, not the device: input (exit 3)
+        raise UserError(f"{exc} (give the flags with '=': --bench-args='--num_threads 1')") from None
+    spec = resolve_device(device, args.devices_file)
     for _, ok, detail in check_devices([spec] if ctx.placement.is_main else []):  # reachable now, not after hours
         if not ok:
             raise DeviceError(f"device {spec.name} is not reachable: {detail} (check it with: pipeline devices check {spec.name})")
@@ -118,6 +123,10 @@ def _dry_run(args: argparse.Namespace, until: str | None, ctx) -> int:
 
 
 def _run_stages(args: argparse.Namespace, until: str | None, ctx, spec=None) -> int:
+    """Run the stages (and the ``--device`` benches); the exit status is the gates' (:mod:`pipeline.gates`): every
+    artifact, result and the report are written first, then the summary, then one line per failed rule."""
+    from pipeline import gates
+    from pipeline.cli import exits
     from pipeline.runner import Runner
     from pipeline.stages import STAGES
 
@@ -130,14 +139,26 @@ def _run_stages(args: argparse.Namespace, until: str | None, ctx, spec=None) -> 
     else:
         Runner(STAGES, ctx, force=args.force).run(until=until, redo_from=args.redo_from)
     if not ctx.placement.is_main:
-        return 0
+        return exits.OK
     if until in (None, "report"):
         from pipeline.stages.report import build_report, summary
 
-        print(summary(build_report(run_dir)))
+        report = build_report(run_dir)
+        print(summary(report))
+        verdict = gates.report_gates(report)
+    elif until == "check":  # the check stage judged its gates: `pipeline check` fails on them as `pipeline run` does
+        import json
+
+        print(f"stages up to {until} done in {run_dir}")
+        check = json.loads(ctx.layout.check_result.read_text())
+        verdict = gates.report_gates({"check": check})
     else:
         print(f"stages up to {until} done in {run_dir}")
-    return 0
+        return exits.OK
+    sys.stdout.flush()  # the summary first, also where stdout and stderr share one log
+    for line in gates.failure_lines(verdict):
+        print(line, file=sys.stderr)
+    return verdict["exit_status"]
 
 
 def _bench_run(run_dir: Path, spec, agent_args: list[str], log) -> None:

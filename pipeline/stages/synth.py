@@ -57,7 +57,7 @@ def key_extra(ctx: RunContext) -> dict:
     if calib and Path(calib).is_dir():
         from pipeline.evaldata import digest
 
-        extra["calib_data"] = digest(calib)
+        extra["calib_data"] = digest(calib, ctx.cfg.check.eval_transform)  # the transform that turns it into inputs
     return extra
 
 

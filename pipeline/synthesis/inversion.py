@@ -136,7 +136,9 @@ class BNInversion(Strategy):
         # a checkpoint after every finished batch; ranks whose shard has a batch fewer take part in the last save too
         n_all = max(distributed.gather(n_batches)) if place.world_size > 1 else n_batches
         ck = self.checkpoints.phase("inversion", n_all, 1 if self.checkpoints.every else 0, unit="batch", save_at_end=True)
-        bar = progress(total=n_batches * cfg.iterations, it=None, desc=f"synth seed {seed}")
+        # Each batch of images is optimised from noise on its own, so the loss starts high again at every batch: the bar
+        # says which batch it is on and labels the loss as that batch's, or a new batch would look like divergence.
+        bar = progress(total=n_batches * cfg.iterations, desc=f"synth seed {seed}")
         final_losses: list[torch.Tensor] = []
         start = 0
         if (resumed := ck.resume()) is not None:
@@ -145,6 +147,7 @@ class BNInversion(Strategy):
             final_losses = list(done["losses"].to(device).unbind(0)) if done["losses"] is not None else []
             set_rank_state(done["rng"], {"images": gen})
             bar.update(min(start, n_batches) * cfg.iterations)
+            bar.set_postfix_str(f"batch {min(start, n_batches)}/{n_batches} done (resumed)")
 
         def so_far(b: int) -> dict:
             """This rank's images and losses after batch ``b`` and its random stream (a checkpoint's rank part)."""
@@ -162,6 +165,7 @@ class BNInversion(Strategy):
                 y = labels[sl]
                 x = (mean + cfg.init_std * std * torch.randn((y.shape[0], *card.input_shape), generator=gen, device=device)).clamp(lo, hi)
                 x = place.images(x).requires_grad_(True)
+                bar.set_postfix_str(f"batch {b + 1}/{n_batches}")
                 opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.9))
                 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iterations, eta_min=cfg.lr * 0.01)
                 for it in range(cfg.iterations):
@@ -179,8 +183,8 @@ class BNInversion(Strategy):
                         with torch.no_grad():
                             x.clamp_(lo, hi)
                     bar.update(1)
-                    if (it + 1) % 25 == 0:  # a host read of the loss every 25 steps, not every step
-                        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                    if (it + 1) % 25 == 0 or it + 1 == cfg.iterations:  # a host read of the loss every 25 steps, not every step
+                        bar.set_postfix_str(f"batch {b + 1}/{n_batches}, this batch's loss {loss.item():.3f}")
                 final_losses.append(loss.detach())
                 out[sl] = x.detach()
                 ck.maybe_save(b + 1, dict, lambda: so_far(b))

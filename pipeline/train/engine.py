@@ -214,7 +214,7 @@ def train(student: nn.Module, teacher: nn.Module, recipe: Recipe, settings: QATS
     loop = LoopState(student, opt, sched, scaler, recipe, losses)
     resumed = ck.resume()
     start = loop.restore(resumed, placement.device) if resumed is not None else 0
-    bar = progress(range(start, settings.steps), desc=desc)
+    bar = progress(range(start, settings.steps), desc=desc, initial=start)  # a resumed loop counts from its step
     t0, logged = time.perf_counter(), start
     for step in bar:
         faults.point("qat.step")

@@ -103,7 +103,7 @@ class GDFQ(Strategy):
             set_rank_state(resumed.rank, streams)
             start = resumed.step
         with self.probe(teacher) as probe:
-            for step in progress(range(start, steps), desc=f"{self.name} generator warm-up"):
+            for step in progress(range(start, steps), desc=f"{self.name} generator warm-up", initial=start):
                 faults.point("synth.generator_step")
                 with engine.step_scope():
                     with place.autocast():
