@@ -59,9 +59,19 @@ def run(ctx: RunContext) -> None:
             artifacts.append(art)
     _, card = ctx.teacher()
     write_json(ctx.layout.export_index, {"artifacts": [a.to_dict(ctx.run_dir) for a in artifacts], "card": card.to_dict()})
-    moved = set_aside_superseded(ctx.layout, [f for a in artifacts for f in artifact_files(a.path)])
+    moved = set_aside_superseded(ctx.layout, [f for a in artifacts for f in made_files(a)])
     if moved:
         ctx.log(f"  moved {len(moved)} file(s) this export did not make to {ctx.layout.superseded.name}/: {', '.join(moved)}")
+
+
+def made_files(artifact: Artifact) -> list[Path]:
+    """The files this export made for ``artifact``: the artifact's own (an OpenVINO ``.bin`` too) and the proof files
+    its notes name, such as ORT's optimized graph (``model.w8a8.ort_optimized.onnx``), which belong beside it."""
+    files = artifact_files(artifact.path)
+    for value in artifact.notes.values():
+        if isinstance(value, str) and "/" not in value and value.startswith(f"{ARTIFACT_PREFIX}.") and (artifact.path.parent / value).is_file():
+            files.append(artifact.path.parent / value)
+    return files
 
 
 def set_aside_superseded(layout, current: list[Path]) -> list[str]:
