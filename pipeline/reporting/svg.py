@@ -185,7 +185,8 @@ def line_chart(points: list[tuple[str, float | None]], title: str, unit: str, wi
         return ""
     x0, x1, y0, y1 = 80, width - 30, height - 60, 34
     lo, hi = min(v for *_, v in pts), max(v for *_, v in pts)
-    ticks = nice_ticks(min(0.0, lo) if lo < 0 else max(0.0, lo - 0.1 * (hi - lo + 1)), hi + 0.1 * (hi - lo + 1))
+    pad = 0.1 * ((hi - lo) or abs(hi) or 1.0)  # relative to the data: a loss of 1e-4 gets an axis of its own size
+    ticks = nice_ticks(min(0.0, lo) if lo < 0 else max(0.0, lo - pad), hi + pad)
     lo, hi = ticks[0], ticks[-1]
     n = max(len(points) - 1, 1)
 
