@@ -108,13 +108,29 @@ def test_changed_qat_setting_reruns_qat_but_not_synthesis(smoke_run, fmnist_npz,
     assert "[synth] up to date, skipped" in res.stderr and "[qat] running" in res.stderr
 
 
+def _interruptible() -> None:
+    """In the child before exec: SIGINT as a terminal gives it (default action, not blocked). A test run can hand its
+    children an ignored or blocked SIGINT (a background job's, or a mask a library left), and a child that inherits
+    SIG_IGN rightly keeps it (`nohup`, `cmd &`): that would test the shell, not the pipeline."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
+def _signal_masks(pid: int) -> str:
+    try:
+        return ", ".join(line.strip() for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+    except OSError as exc:
+        return f"no /proc status: {exc}"
+
+
 def test_ctrl_c_leaves_the_run_resumable(tmp_path):
     out = tmp_path / "interrupted"
-    env = {**os.environ, "ZSQ_QUIET": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "ZSQ_QUIET": "1", "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
     # a short synthesis, and enough QAT steps that the interrupt lands inside the qat stage
     quick = [*SMOKE, "--set", "synthesis.options.iterations=2", "--set", "synthesis.holdout_options.iterations=2", "--set", "qat.steps=100000"]
     cmd = [sys.executable, "-m", "pipeline", "run", *quick, "--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)
     manifest = out / "manifest.json"
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -126,9 +142,14 @@ def test_ctrl_c_leaves_the_run_resumable(tmp_path):
     try:
         _, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
-        proc.kill()  # never leave a 100,000-step run behind on the machine
-        _, err = proc.communicate()
-        pytest.fail(f"Ctrl-C did not end the run within 120 s: {err[-2000:]}")
+        masks = _signal_masks(proc.pid)
+        proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's Python stack on stderr, to see where it was
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never leave a 100,000-step run behind on the machine
+            _, err = proc.communicate()
+        pytest.fail(f"Ctrl-C did not end the run within 120 s ({masks}): {err[-6000:]}")
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "run the same command again to resume" in err
     assert not (out / "qat" / "student.pt").exists()
