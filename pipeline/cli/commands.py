@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from pipeline.cli import exits
 from pipeline.errors import UserError
 
 
@@ -13,7 +14,6 @@ def report(args: argparse.Namespace) -> int:
     """Write each run's report.json + report.html and print its summary (or, with ``--format``, only the flat rows on
     stdout); several runs also get one comparison page. Exits with the worst status the runs' gates imply
     (:func:`pipeline.gates.exit_status` over all their rules: 5 quality gate, else 7 device mismatch, else 0)."""
-    from pipeline import gates
     from pipeline.layout import RunLayout
     from pipeline.reporting import write_html
     from pipeline.reporting.compare import format_rows, rows
@@ -39,11 +39,7 @@ def report(args: argparse.Namespace) -> int:
         say(f"comparison: {out}")
     if fmt:
         print(format_rows(rows(reports), fmt))
-    sys.stdout.flush()
-    rules = [r for rep in reports for r in rep["gates"]["rules"]]
-    for line in gates.failure_lines({"rules": rules}):
-        print(line, file=sys.stderr)
-    return gates.exit_status(rules)
+    return exits.conclude([r for rep in reports for r in rep["gates"]["rules"]])
 
 
 def resolve_device(name: str, devices_file: Path | None):
@@ -96,11 +92,7 @@ def bench(args: argparse.Namespace) -> int:
 
             write_outputs(run.root, command="pipeline bench")
             print(f"report: {run.report_html}")
-    rules = [gates.device_rule(r) for _, r in done]
-    sys.stdout.flush()
-    for line in gates.failure_lines({"rules": rules}):
-        print(line, file=sys.stderr)
-    return gates.exit_status(rules)
+    return exits.conclude([gates.device_rule(r) for _, r in done])
 
 
 def devices(args: argparse.Namespace) -> int:
@@ -109,7 +101,6 @@ def devices(args: argparse.Namespace) -> int:
     from devices.errors import DeviceError
     from devices.session import check_devices
 
-    from pipeline.cli import exits
     from pipeline.errors import ConfigError
 
     try:

@@ -89,6 +89,17 @@ def status_of(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
+def conclude(rules: list[dict]) -> int:
+    """End a command on its gate rules (:mod:`pipeline.gates`): what it printed on stdout first (also where stdout and
+    stderr share one log), then one line on stderr per failed rule; returns the exit status they imply."""
+    from pipeline import gates
+
+    sys.stdout.flush()
+    for line in gates.failure_lines({"rules": rules}):
+        print(line, file=sys.stderr)
+    return gates.exit_status(rules)
+
+
 def handle(exc: BaseException) -> int:
     """Print the one line for ``exc`` and return the exit status; re-raise what is a bug."""
     known = status_of(exc)

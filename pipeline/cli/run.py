@@ -143,9 +143,9 @@ def _run_stages(args: argparse.Namespace, until: str | None, ctx, spec=None) -> 
     if until in (None, "report"):
         from pipeline.stages.report import build_report, summary
 
-        report = build_report(run_dir)
+        report = build_report(run_dir)  # its "gates" block: the check's rules and one per current device result
         print(summary(report))
-        verdict = gates.report_gates(report)
+        verdict = report["gates"]
     elif until == "check":  # the check stage judged its gates: `pipeline check` fails on them as `pipeline run` does
         import json
 
@@ -155,10 +155,7 @@ def _run_stages(args: argparse.Namespace, until: str | None, ctx, spec=None) -> 
     else:
         print(f"stages up to {until} done in {run_dir}")
         return exits.OK
-    sys.stdout.flush()  # the summary first, also where stdout and stderr share one log
-    for line in gates.failure_lines(verdict):
-        print(line, file=sys.stderr)
-    return verdict["exit_status"]
+    return exits.conclude(verdict["rules"])
 
 
 def _bench_run(run_dir: Path, spec, agent_args: list[str], log) -> None:
