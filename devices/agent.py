@@ -16,7 +16,10 @@ optimisation level), ``-x`` (perf_test: one intra-op thread count, 0 = its defau
     python -m devices.agent --graph m.onnx --num_threads 1 --num_runs 5 --min_secs 0 --trials 2 --cold_starts 1
 
 Defaults: warm-up ≥ 10 runs and 1 s, then ≥ 200 runs and 10 s (``--full``: 1024 runs and
-60 s), 3 trials, 5 cold starts, threads 1 and N pinned to the big cores (``--cpu_mask``).
+60 s), 3 trials, 5 cold starts, threads 1 and N pinned to the big cores (``--cpu_mask``), then the
+per-op profile of the runtime's own profiler at the first thread count (``--enable_op_profiling
+false`` skips it; benchmark_model has the flag off by default because its profile shares the timed
+runs, here it runs in its own process afterwards: docs/profiling.md).
 Exit status: 0 with a result (its ``status`` says ``ok``, ``mismatch``, or ``unchecked`` when no
 ``--inputs``/``--expected`` were given, so nothing was compared), 2 on bad input
 or a failed measurement (one line on stderr), 3 when the result was measured but could not be
@@ -74,6 +77,16 @@ def _result_path(text: str) -> str:
     return text
 
 
+def _on_off(text: str) -> bool:
+    """A benchmark_model-style boolean value: true/false (also 1/0, yes/no, on/off)."""
+    word = str(text).strip().lower()
+    if word in ("true", "1", "yes", "on"):
+        return True
+    if word in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"takes true or false, not {text!r}")
+
+
 def add_bench_flags(p: argparse.ArgumentParser) -> None:
     """The measurement flags, shared with ``pipeline bench`` (which passes them on to the agent on the device)."""
     from runtimes.benchmark import BenchSettings
@@ -95,15 +108,23 @@ def add_bench_flags(p: argparse.ArgumentParser) -> None:
     _flag(p, "cooldown_secs", type=float, default=2.0,
           help="pause between trials, longer while the CPU is > 2 °C above the start (default %(default)s)")
     _flag(p, "max_cooldown_secs", type=float, default=60.0, help="the longest such pause (default %(default)s)")
+    _flag(p, "enable_op_profiling", type=_on_off, nargs="?", const=True, default=True, metavar="true|false",
+          help="per-op latency from the runtime's own profiler, in a fresh process after the timed runs, so it never "
+               "perturbs them (benchmark_model's flag; on by default here: about a second per artifact)")
+    _flag(p, "runtime_accelerator", action="append", default=None, metavar="RUNTIME:CHOICE",
+          help="run the artifact on CHOICE in its runtime's own words: openvino:AUTO, litert:none, onnxruntime:<Provider> "
+               "(repeat for artifacts of other runtimes; default: each runtime's default path; docs/accelerators.md)")
     _dropped(p, "-x", "-r", "--pin")
 
 
 # The fewest timed runs the protocol accepts: for an output check where latency is not the point (an emulated CPU)
 CHECK_ONLY_ARGS = ["--num_threads", "1", "--cpu_mask", "none", "--cold_starts", "0", "--trials", "1", "--warmup_runs", "1",
-                   "--warmup_min_secs", "0", "--num_runs", "2", "--min_secs", "0", "--cooldown_secs", "0"]
+                   "--warmup_min_secs", "0", "--num_runs", "2", "--min_secs", "0", "--cooldown_secs", "0",
+                   "--enable_op_profiling", "false"]
 
 BENCH_FLAGS = ("num_threads", "cpu_mask", "warmup_runs", "warmup_min_secs", "num_runs", "min_secs", "max_secs", "run_delay", "full",
-               "trials", "cold_starts", "cooldown_secs", "max_cooldown_secs")
+               "trials", "cold_starts", "cooldown_secs", "max_cooldown_secs", "enable_op_profiling",
+               "runtime_accelerator")
 
 
 def bench_args(args: argparse.Namespace, defaults: argparse.Namespace) -> list[str]:
@@ -114,7 +135,9 @@ def bench_args(args: argparse.Namespace, defaults: argparse.Namespace) -> list[s
         if value == getattr(defaults, name, None) or value is None:
             continue
         if isinstance(value, bool):
-            out += [f"--{name}"] if value else []
+            out += [f"--{name}"] if value else [f"--{name}", "false"]  # a switch that is on by default, turned off
+        elif isinstance(value, list):  # a repeatable flag: once per value
+            out += [w for v in value for w in (f"--{name}", str(v))]
         else:
             out += [f"--{name}", str(value)]
     return out
@@ -131,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(p, "output_scale", type=float, default=None, help="output LSB of an integer artifact (diffs in LSBs)")
     _flag(p, "weight_qmax", type=int, default=None,
           help="largest |integer weight| of the artifact (127 full range, 63 overflow-safe): flags a CPU whose int8 kernels saturate on it")
+    _flag(p, "integer_share", type=float, default=None,
+          help="share of MACs the artifact runs in integer by design (below 1 with declared float layers); default 1")
     _flag(p, "json_stats", "--output", default="-", type=_result_path, metavar="PATH",
           help="the file the result JSON is written to (default - : stdout); this agent's own flag, not benchmark_app's switch")
     _flag(p, "device_name", default=None, help="label recorded in the result")
@@ -177,7 +202,8 @@ def settings_from_args(args: argparse.Namespace):
         n = len(cpus) if cpus else (os.cpu_count() or 1)
         threads = (1, n) if n > 1 else (1,)
     return ProtocolSettings(bench=bench, threads=threads, cpus=cpus, trials=args.trials, cold_starts=args.cold_starts,
-                            cooldown_secs=args.cooldown_secs, max_cooldown_secs=args.max_cooldown_secs, full=args.full)
+                            cooldown_secs=args.cooldown_secs, max_cooldown_secs=args.max_cooldown_secs, full=args.full,
+                            op_profiling=args.enable_op_profiling)
 
 
 class _RaisingParser(argparse.ArgumentParser):
@@ -240,11 +266,46 @@ def validate_bench_args(flags: list[str]) -> list[str]:
         _bench_settings(args)
         if args.cpu_mask:
             _check_cpu_mask_syntax(args.cpu_mask)
+        _check_accelerator_words(args.runtime_accelerator)
         threads = _threads(args.num_threads) if args.num_threads else (1,)
         ProtocolSettings(bench={}, threads=threads, cpus=None, trials=args.trials, cold_starts=args.cold_starts)
     except DeviceError as exc:
         raise DeviceError(f"--bench-args {' '.join(flags)}: {exc}") from None
     return bench_args(args, p.parse_args([]))
+
+
+def _check_accelerator_words(choices: list[str] | None) -> None:
+    """``--runtime_accelerator`` values in their runtime's vocabulary, on the host (whether the device has one is the
+    device's to say: :func:`artifact_accelerator`)."""
+    from runtimes.accelerators import UnknownAccelerator, parse, split
+
+    seen: dict[str, str] = {}
+    for text in choices or []:
+        try:
+            runtime = parse(text).runtime
+            if runtime in seen:  # the agent measures an artifact on one choice
+                raise UnknownAccelerator(f"{seen[runtime]} and {text} are both for {runtime}: one choice per runtime per bench")
+            seen[runtime] = text
+        except UnknownAccelerator as exc:
+            raise DeviceError(f"--runtime_accelerator: {exc}") from None
+        except ImportError:  # no such runtime on this host: the syntax is what can be checked here
+            try:
+                split(text)
+            except UnknownAccelerator as exc:
+                raise DeviceError(f"--runtime_accelerator: {exc}") from None
+
+
+def artifact_accelerator(graph: Path, choices: list[str] | None) -> str | None:
+    """The ``--runtime_accelerator`` choice for ``graph``'s runtime, checked available on this machine (None: its default
+    path). A choice this machine lacks is a DeviceError whose one line names what it has: the agent exits 2 before
+    measuring, and ``pipeline`` 6 (docs/accelerators.md: the device answers but cannot run what was asked)."""
+    from runtimes.accelerators import AcceleratorUnavailable, for_artifact
+
+    try:
+        choice = for_artifact(graph, choices)
+    except (ValueError, AcceleratorUnavailable) as exc:
+        raise DeviceError(str(exc)) from None
+    return None if choice is None else str(choice)
 
 
 def _long(options: list[str]) -> list[str]:
@@ -264,10 +325,12 @@ def run(args: argparse.Namespace) -> dict:
 
     if bool(args.inputs) != bool(args.expected) and args.expected:
         raise DeviceError("--expected needs --inputs (the reference inputs the expected outputs were computed on)")
-    settings = settings_from_args(args)
+    import dataclasses
+
+    settings = dataclasses.replace(settings_from_args(args), accelerator=artifact_accelerator(args.graph, args.runtime_accelerator))
     tol = Tolerance(args.min_agreement if args.min_agreement is not None else DEFAULT_MIN_AGREEMENT, args.max_abs_diff, args.output_scale)
     log = (lambda m: None) if args.quiet else (lambda m: print(f"agent: {m}", file=sys.stderr, flush=True))
-    result = measure(args.graph, settings, Reference(args.inputs, args.expected, tol, args.weight_qmax), log)
+    result = measure(args.graph, settings, Reference(args.inputs, args.expected, tol, args.weight_qmax, args.integer_share), log)
     if args.device_name:
         result["device"] = {"name": args.device_name}
     return result

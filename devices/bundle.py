@@ -36,6 +36,7 @@ class BenchJob:
     reference: str | None = None  # fp | fake_quant
     run_dir: Path | None = None
     weight_qmax: int | None = None  # largest |integer weight| of an integer artifact (127: full range, 63: overflow-safe)
+    integer_share: float | None = None  # share of MACs in integer by design (below 1 with declared float layers)
 
     @property
     def files(self) -> list[Path]:
@@ -53,6 +54,8 @@ class BenchJob:
                 args += ["--output_scale", repr(self.tolerance.output_scale)]
         if self.weight_qmax:
             args += ["--weight_qmax", str(self.weight_qmax)]
+        if self.integer_share is not None and self.integer_share < 1.0:
+            args += ["--integer_share", repr(self.integer_share)]
         return args
 
 
@@ -83,7 +86,8 @@ def job_for(artifact: str | Path) -> BenchJob:
     tol = entry.get("tolerance", {})
     return BenchJob(artifact, folder / data["inputs"], folder / data["references"][entry["reference"]],
                     Tolerance(tol.get("min_top1_agreement", Tolerance.min_top1_agreement), tol.get("max_abs_diff"), tol.get("output_scale")),
-                    entry["reference"], bundle.parent.parent, entry.get("weight_qmax"))
+                    entry["reference"], bundle.parent.parent, entry.get("weight_qmax"),
+                    entry.get("integer_share"))
 
 
 def write_bundle(folder: Path, inputs, references: dict, artifacts: dict) -> Path:

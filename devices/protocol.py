@@ -40,6 +40,8 @@ class ProtocolSettings:
     cooldown_secs: float = 2.0
     max_cooldown_secs: float = 60.0
     full: bool = False
+    op_profiling: bool = True  # the runtime's own per-op profile after the timed runs (runtimes/profiling.py)
+    accelerator: str | None = None  # RUNTIME:CHOICE every worker loads the artifact with (runtimes/accelerators.py); None: default
 
     def __post_init__(self) -> None:
         if self.trials < 1 or self.cold_starts < 0 or not self.threads or min(self.threads) < 1:
@@ -52,6 +54,8 @@ class Reference:
     expected: Path | None = None
     tolerance: Tolerance = field(default_factory=Tolerance)
     weight_qmax: int | None = None  # the artifact's largest |integer weight| (pipeline/quant/overflow.py)
+    # share of MACs the artifact runs in integer by design: below 1 when float layers were declared (qat.float_layers)
+    integer_share: float | None = None
 
 
 def parse_cpu_mask(text: str | None) -> tuple[int, ...] | None:
@@ -135,6 +139,25 @@ def result_status(check: dict | None) -> str:
     return "ok" if check.get("status") == "ok" else "mismatch"
 
 
+def _op_profile(artifact: Path, settings: ProtocolSettings, cpus: list[int] | None, inputs: str | None, flags: list[str], log) -> dict:
+    """The runtime's own per-op profile in a fresh worker at the first thread count; a failure is recorded, not raised
+    (the profile is an extra: it never costs the result its latency and output check)."""
+    from runtimes.profiling import profile_line
+
+    threads = settings.threads[0]
+    log(f"{artifact.name}: op profile from the runtime's own profiler ({threads} thread{'s' if threads > 1 else ''})")
+    try:
+        spec = {"artifact": str(artifact), "threads": threads, "cpus": cpus, "inputs": inputs, "mode": "ops",
+                "accelerator": settings.accelerator}  # profiled on what was measured
+        prof = _worker(spec, 300, log)["op_profile"]
+    except DeviceError as exc:
+        prof = {"runtime": None, "source": "none: the profiler failed", "runs": 0, "total_ms": 0.0, "ops": [], "unavailable": str(exc)}
+    if not prof.get("ops"):
+        flags.append(f"no op profile: {prof.get('unavailable') or 'the profiler listed no op'}")
+    log(f"{artifact.name}: {profile_line(prof)}")
+    return prof
+
+
 def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = Reference(), log=lambda m: None) -> dict:
     """Run the whole protocol on ``artifact``; returns the result record (schema ``zsq.bench/1``)."""
     from runtimes.benchmark import BenchSettings, LatencyStats, summarize_trials
@@ -158,7 +181,7 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
     runtime = runtime_version = None
     io: dict = {}
     for threads in settings.threads:
-        base = {"artifact": str(artifact), "threads": threads, "cpus": cpus, "inputs": inputs}
+        base = {"artifact": str(artifact), "threads": threads, "cpus": cpus, "inputs": inputs, "accelerator": settings.accelerator}
         colds = []
         for i in range(settings.cold_starts):
             log(f"{artifact.name}: cold start {i + 1}/{settings.cold_starts} ({threads} thread{'s' if threads > 1 else ''})")
@@ -185,10 +208,12 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
             "rss_init_kb": st["rss_init_kb"],
             "rss_peak_kb": st["rss_peak_kb"],
         })
+    op_profile = _op_profile(artifact, settings, cpus, inputs, flags, log) if settings.op_profiling else None
     check = kernels = coverage = None
     if reference.inputs and reference.expected:
         log(f"{artifact.name}: checking outputs on {Path(reference.inputs).name} against {Path(reference.expected).name}")
         check = _worker({"artifact": str(artifact), "threads": settings.threads[-1], "cpus": cpus, "mode": "check", "inputs": inputs,
+                         "accelerator": settings.accelerator,
                          "expected": str(Path(reference.expected).resolve()), "tolerance": asdict(reference.tolerance)}, 600, log)
         check.pop("affinity", None)
         kernels = check.pop("kernels", None)
@@ -206,9 +231,11 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
     sat = saturation_flag(runtime, reference.weight_qmax, cpu)
     if sat:
         flags.append(sat)
-    if coverage and reference.weight_qmax and coverage.get("share", 1.0) < 1.0:
+    designed = reference.integer_share if reference.integer_share is not None else 1.0
+    if coverage and reference.weight_qmax and coverage.get("share", 1.0) < designed - 1e-3:
         floats = ", ".join(f"{n} {k}" for k, n in sorted((coverage.get("float_kernels") or {}).items()))
-        flags.append(f"only {coverage['share']:.1%} of MACs run in integer on {runtime} on this CPU (float: {floats}): "
+        by_design = f", {designed:.1%} by design (declared float layers)" if designed < 1.0 else ""
+        flags.append(f"only {coverage['share']:.1%} of MACs run in integer on {runtime} on this CPU{by_design} (float: {floats}): "
                      "the runtime dequantizes the rest, so outputs and latency are not the integer artifact's")
     env_after = environment.capture()
     t0, t1 = env_before.get("temperatures_c") or {}, env_after.get("temperatures_c") or {}
@@ -223,14 +250,17 @@ def measure(artifact: Path, settings: ProtocolSettings, reference: Reference = R
                      "sha256": sha256(artifact), "files_sha256": {f.name: sha256(f) for f in files},  # which artifact: reports match on it
                      "runtime": runtime, "runtime_version": runtime_version, **io},
         "settings": {"bench": asdict(bench), "threads": list(settings.threads), "cpus": cpus, "trials": settings.trials,
-                     "cold_starts": settings.cold_starts, "cooldown_secs": settings.cooldown_secs, "full": settings.full},
+                     "cold_starts": settings.cold_starts, "cooldown_secs": settings.cooldown_secs, "full": settings.full,
+                     "op_profiling": settings.op_profiling},
         "environment": env_before,
         "environment_after": {k: env_after[k] for k in ("temperatures_c", "throttling", "load_average")},
         "runs": runs,
         # "emulated": the latencies above were measured on an emulated CPU and are no device figure
         "latency_source": "emulated" if cpu.get("emulated") else "device",
+        "accelerator": settings.accelerator,  # the RUNTIME:CHOICE asked for (None: the default path); kernels say what ran
         "kernels": kernels,  # what the runtime says it chose (OpenVINO primitives, LiteRT delegate, ORT providers)
         "integer_coverage": coverage,  # share of MACs in integer kernels as this machine's runtime executes the artifact
+        "op_profile": op_profile,  # per-op latency from the runtime's own profiler (None: --enable_op_profiling false)
         "reference": check,
         "flags": flags,
         "status": result_status(check),

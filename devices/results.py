@@ -41,6 +41,15 @@ _STEADY = {"type": "object", "required": ["spread"],
            "properties": {**{k: _NUM for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "min_ms", "max_ms")},
                           "spread": {"type": "number"}, "n": {"type": ["integer", "null"]}}}
 _TRIAL = {"type": "object", "properties": {"samples_ms": {"type": "array", "items": {"type": "number"}}}}
+# per-op latency from the runtime's own profiler (runtimes/profiling.py); absent in results made before it, null when
+# --enable_op_profiling false; an optional field, so the schema name stays zsq.bench/1
+_OP = {"type": "object", "required": ["name", "type", "ms", "share"],
+       "properties": {"name": {"type": "string"}, "type": {"type": "string"}, "ms": {"type": "number"}, "share": {"type": "number"},
+                      "kernel": {"type": ["string", "null"]}, "precision": {"type": ["string", "null"]}}}
+_OP_PROFILE = {"type": ["object", "null"], "required": ["ops"],
+               "properties": {"runtime": {"type": ["string", "null"]}, "source": {"type": "string"}, "runs": {"type": "integer"},
+                              "total_ms": {"type": "number"}, "ops": {"type": "array", "items": _OP},
+                              "unavailable": {"type": ["string", "null"]}}}
 _RUN = {"type": "object", "required": ["threads", "steady", "cold_start"],
         "properties": {"threads": {"type": "integer", "minimum": 1}, "steady": _STEADY, "cold_start": {"type": "object"},
                        "trials": {"type": "array", "items": _TRIAL}, "rss_init_kb": {"type": ["integer", "null"]},
@@ -65,6 +74,7 @@ RESULT_SCHEMA: dict = {
         "status": {"type": "string", "enum": list(STATUSES)},
         "latency_source": {"type": "string"},
         "environment": {"type": "object"},
+        "op_profile": _OP_PROFILE,
     },
 }
 

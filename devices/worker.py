@@ -5,7 +5,7 @@ start really is cold and peak RSS (``ru_maxrss``) belongs to one artifact and on
 setting. Affinity is set before the runtime is imported, so its thread pool inherits it.
 Modes: ``cold`` (import, load/compile, first inference), ``steady`` (warm-up and
 timed trials via :func:`runtimes.benchmark.benchmark`), ``check`` (outputs on the
-reference inputs against the expected outputs).
+reference inputs against the expected outputs), ``ops`` (the runtime's own per-op profile).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def cold(spec: dict) -> dict:
     import runtimes  # noqa: PLC0415  (timed: importing the runtime is part of a cold start)
 
     t1 = time.perf_counter_ns()
-    pred = runtimes.load(spec["artifact"], threads=spec["threads"])
+    pred = runtimes.load(spec["artifact"], threads=spec["threads"], accelerator=spec.get("accelerator"))
     t2 = time.perf_counter_ns()
     rss_init = _rss_kb()
     x = np.load(spec["inputs"]) if spec.get("inputs") else synthetic_input(pred)
@@ -100,7 +100,7 @@ def steady(spec: dict) -> dict:
     from devices.environment import max_temperature
     from runtimes.benchmark import BenchSettings, benchmark
 
-    pred = runtimes.load(spec["artifact"], threads=spec["threads"])
+    pred = runtimes.load(spec["artifact"], threads=spec["threads"], accelerator=spec.get("accelerator"))
     rss_init = _rss_kb()
     x = np.load(spec["inputs"]) if spec.get("inputs") else synthetic_input(pred)
     feeds = make_feeds(pred, x)
@@ -126,7 +126,7 @@ def check(spec: dict) -> dict:
     import runtimes
     from devices.reference import Tolerance, compare
 
-    pred = runtimes.load(spec["artifact"], threads=spec["threads"])
+    pred = runtimes.load(spec["artifact"], threads=spec["threads"], accelerator=spec.get("accelerator"))
     x, expected = np.load(spec["inputs"]), np.load(spec["expected"])
     out = runtimes.predict_batched(pred, x)
     result = compare(out, expected, Tolerance(**spec["tolerance"]))
@@ -134,14 +134,24 @@ def check(spec: dict) -> dict:
     if kernels is not None:
         result["kernels"] = kernels()
     # the integer proof as this machine's runtime executes the artifact (a device's kernels may differ from the host's)
-    from runtimes.coverage import read_coverage
+    from runtimes.accelerators import coverage
 
     sample = next(iter(runtimes.prepare_feeds(pred, x[:1]).values()))
-    result["integer_coverage"] = read_coverage(spec["artifact"], sample, spec["threads"]).to_dict()
+    result["integer_coverage"] = coverage(spec["artifact"], sample, spec["threads"], spec.get("accelerator"))  # on the choice asked for
     return result
 
 
-MODES = {"cold": cold, "steady": steady, "check": check}
+def ops(spec: dict) -> dict:
+    """The runtime's own per-op profile (:func:`runtimes.profiling.op_profile`) on the first reference input."""
+    import runtimes
+    from runtimes.profiling import op_profile
+
+    pred = runtimes.load(spec["artifact"], threads=spec["threads"], accelerator=spec.get("accelerator"))
+    x = np.load(spec["inputs"]) if spec.get("inputs") else synthetic_input(pred)
+    return {"op_profile": op_profile(pred, make_feeds(pred, x))}
+
+
+MODES = {"cold": cold, "steady": steady, "check": check, "ops": ops}
 
 
 def main(argv: list[str]) -> int:

@@ -16,7 +16,12 @@ in their deployed form, so no exporter needs to know how training represented th
   layer is one of the neutral modules below (:class:`ActPoint`, :class:`IntConv2d`,
   :class:`IntLinear`). Their forward is the float simulation of the integer model;
   an exporter swaps them for the ops its converter lowers (:func:`lower`), so the
-  ONNX route and the TFLite route do the same thing the same way.
+  ONNX route and the TFLite route do the same thing the same way;
+* what was trained per layer: each quantized layer's bits (``layer_bits``) and the
+  layers kept in float (``float_layers``, "float islands"), which stay plain
+  ``nn.Conv2d`` / ``nn.Linear`` in the graph between two activation quantizers. Every
+  format must run them in float (:class:`FloatIsland` records their MACs, from torch's
+  shapes, for the integer gate, ``exporters.artifact.require_integer``).
 
 This module depends on torch and numpy only: never on ``pipeline``.
 """
@@ -24,6 +29,7 @@ This module depends on torch and numpy only: never on ``pipeline``.
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -142,6 +148,38 @@ class IntLinear(_IntLayer):
         return F.linear(x, self.weight, self.bias)
 
 
+@dataclass(frozen=True)
+class FloatIsland:
+    """A layer the run keeps in float ("float island"): its name, kind and multiply-accumulates for one image."""
+
+    name: str
+    kind: str  # conv | linear
+    macs: int
+
+
+def layer_macs(graph: fx.GraphModule, example: torch.Tensor) -> dict[str, int]:
+    """Multiply-accumulates of every conv/linear layer of ``graph`` (integer or float) for one image, from the shapes
+    one forward pass of ``example`` produces: the same count the runtimes' coverage readers make from theirs."""
+    found: dict[str, int] = {}
+
+    def count(name: str, mod: nn.Module, out: torch.Tensor) -> None:
+        if isinstance(mod, (IntConv2d, nn.Conv2d)):
+            w = mod.weight
+            found[name] = found.get(name, 0) + int(out[0].numel() * w.shape[1] * w.shape[2] * w.shape[3])
+        else:
+            found[name] = found.get(name, 0) + int(out[0].numel() * mod.weight.shape[1])
+
+    hooks = [m.register_forward_hook(lambda mod, _i, out, n=n: count(n, mod, out)) for n, m in graph.named_modules()
+             if isinstance(m, (_IntLayer, nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            graph(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
 @dataclass
 class DeploymentSpec:
     """Everything the exporters need to write the integer artifacts of one QAT model."""
@@ -153,9 +191,31 @@ class DeploymentSpec:
     weight_grid: str  # the weight grid in words, as the report states it
     overflow_safe: bool  # 8-bit weights on ±63 (u8×s8 kernels without VNNI cannot saturate)
     notes: dict = field(default_factory=dict)
+    layer_bits: dict[str, str] = field(default_factory=dict)  # each quantized layer's trained wXaY, network order
+    float_layers: tuple[str, ...] = ()  # layers kept in float: plain nn.Conv2d / nn.Linear in ``graph``
+
+    def __post_init__(self) -> None:
+        named = dict(self.graph.named_modules())
+        wrong = [n for n in self.float_layers if not isinstance(named.get(n), (nn.Conv2d, nn.Linear))]
+        if wrong:
+            raise ExportError(f"float layer(s) {', '.join(wrong)} are not float nn.Conv2d / nn.Linear modules of the deployment graph")
 
     def layers(self) -> dict[str, _IntLayer]:
         return {n: m for n, m in self.graph.named_modules() if isinstance(m, _IntLayer)}
+
+    @functools.cached_property
+    def _macs(self) -> dict[str, int]:
+        return layer_macs(self.graph, self.contract.example())
+
+    def layer_macs(self) -> dict[str, int]:
+        """MACs of every conv/linear layer for one image (torch's shapes), computed once."""
+        return dict(self._macs)
+
+    def float_islands(self) -> list[FloatIsland]:
+        """The declared float layers with their MACs, network order."""
+        macs = self.layer_macs()
+        named = dict(self.graph.named_modules())
+        return [FloatIsland(n, "linear" if isinstance(named[n], nn.Linear) else "conv", macs.get(n, 0)) for n in self.float_layers]
 
     def activations(self) -> dict[str, ActPoint]:
         return {n: m for n, m in self.graph.named_modules() if isinstance(m, ActPoint)}
@@ -177,9 +237,19 @@ class DeploymentSpec:
         return None
 
     def training_notes(self) -> dict:
-        """What the artifact was trained as, for its index entry: bits, weight grid, the output LSB."""
-        return {"trained_bits": self.trained_bits, "output_scale": self.output_scale, "weight_grid": self.weight_grid,
-                "overflow_safe": self.overflow_safe, "weight_qmax": self.weight_qmax}
+        """What the artifact was trained as, for its index entry: bits, weight grid, the output LSB; with per-layer bits
+        or float layers, each layer's bits and the float layers with their MACs and share of all conv/linear MACs
+        (the integer gate reads them back: ``exporters.artifact.require_integer``)."""
+        notes = {"trained_bits": self.trained_bits, "output_scale": self.output_scale, "weight_grid": self.weight_grid,
+                 "overflow_safe": self.overflow_safe, "weight_qmax": self.weight_qmax}
+        if len(set(self.layer_bits.values())) > 1 or self.float_layers:
+            notes["layer_bits"] = dict(self.layer_bits)
+        if self.float_layers:
+            total = sum(self.layer_macs().values()) or 1
+            notes["float_layers"] = [{"name": i.name, "kind": i.kind, "macs": i.macs, "share": round(i.macs / total, 6)}
+                                     for i in self.float_islands()]
+            notes["layer_macs"] = total
+        return notes
 
 
 def lower(graph: fx.GraphModule, rewrite: Callable[[nn.Module], nn.Module | None]) -> fx.GraphModule:

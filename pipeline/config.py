@@ -124,6 +124,10 @@ class QATConfig:
     bits: str = "w8a8"
     profile: Profile = "deploy"
     first_last_bits: int | None = None
+    # Per-layer bits {PATTERN: BITS} and layers kept in float (pipeline/quant/scheme.py, docs/mixed-precision.md): PATTERN
+    # an fnmatch glob over layer names or re:<regex>, BITS wXaY or N; the last matching pattern wins, over first_last_bits
+    layer_bits: dict[str, str] = field(default_factory=dict)
+    float_layers: list[str] = field(default_factory=list)
     # auto | on | off: 8-bit weights on ±63 so that u8×s8 int8 kernels of x86 CPUs without VNNI cannot saturate
     # (pipeline/quant/overflow.py); auto = on when an onnx or openvino artifact gets 8-bit weights
     overflow_fix: OverflowMode = "auto"
@@ -141,12 +145,16 @@ class QATConfig:
     seed: Seed = 0
 
     def __post_init__(self) -> None:
-        _ = self.scheme  # a bad bits string fails here, at parse time
+        _ = self.scheme  # a bad bits string or layer pattern fails here, at parse time
+        # the layer choices as the scheme normalised them ({"fc": 8} → {"fc": "w8a8"}): one spelling in config.json and keys
+        object.__setattr__(self, "layer_bits", dict(self.scheme.layer_bits))
+        object.__setattr__(self, "float_layers", list(self.scheme.float_layers))
 
     @functools.cached_property
     def scheme(self) -> BitScheme:
-        """``bits`` and ``first_last_bits`` parsed once into the scheme object (overflow grid: :attr:`RunConfig.scheme`)."""
-        return BitScheme.parse(self.bits, self.first_last_bits)
+        """``bits``, ``first_last_bits``, ``layer_bits`` and ``float_layers`` parsed once into the scheme object (overflow
+        grid: :attr:`RunConfig.scheme`; the layers are resolved against the model by the surgery and the preflight)."""
+        return BitScheme.parse(self.bits, self.first_last_bits, layer_bits=self.layer_bits, float_layers=self.float_layers)
 
     def settings(self) -> QATSettings:
         """The QAT loop's settings: this section's values of every QATSettings field it has, defaults for the rest."""
@@ -224,11 +232,16 @@ class CheckConfig:
     # the check's measurements: changing only a threshold judges the last measurements again (pipeline/stages/check.py)
     min_agreement: Fraction | None = None  # top-1 agreement of every integer artifact with FP: --eval-data if given, else held-out set
     max_accuracy_drop: Fraction | None = None  # FP accuracy minus artifact accuracy on --eval-data (absolute: 0.01 = 1 point)
+    # RUNTIME:CHOICE in each runtime's own words (openvino:AUTO, litert:none): each artifact of that runtime is also checked
+    # on it, parity and integer coverage (pipeline/accelerators.py); [] = each runtime's default path only
+    accelerators: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from pipeline.accelerators import parse_choices
         from pipeline.evaldata import parse_transform  # here, not at the top: the loader imports torch
 
         parse_transform(self.eval_transform)
+        object.__setattr__(self, "accelerators", parse_choices(self.accelerators))  # canonical spelling, syntax checked
         try:
             self.bench_settings()
         except ValueError as exc:
@@ -266,7 +279,8 @@ class RunConfig:
     def scheme(self) -> BitScheme:
         """The run's bit scheme, ``qat.overflow_fix`` resolved against ``export.targets``: what every stage uses."""
         q = self.qat
-        safe = overflow.resolve(q.overflow_fix, q.scheme.w_bits, q.scheme.first_last_bits, self.export.targets, q.profile)
+        safe = overflow.resolve(q.overflow_fix, q.scheme.w_bits, q.scheme.first_last_bits, self.export.targets, q.profile,
+                                q.scheme.layer_bits)
         return dataclasses.replace(q.scheme, overflow_safe=safe)
 
     def to_dict(self) -> dict:

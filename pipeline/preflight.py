@@ -8,7 +8,9 @@ range, unknown methods and method options). What is left needs the filesystem or
   quality gate has what it judges (``check.max_accuracy_drop`` needs ``--eval-data``; gates need integer artifacts);
 * :func:`check_model`: the FP model can be synthesized for (BatchNorm2d layers), quantized (a Conv2d or
   Linear layer), traced by torch.fx, and every op in it has a route on each requested target
-  (:func:`exporters.preflight.check_routes`: a fraction of a second, nothing converted);
+  (:func:`exporters.preflight.check_routes`: a fraction of a second, nothing converted); the per-layer
+  patterns (``qat.layer_bits``, ``qat.float_layers``) each name a layer of it, and no layer is both float
+  and given bits (:func:`check_layer_patterns`, the surgery's own resolution);
 * :func:`preflight`: both, loading the model when the caller has not.
 
 Each raises one :class:`~pipeline.errors.UserError` (``ConfigError`` / ``ModelLoadError``, exit 3) whose one-line
@@ -136,8 +138,10 @@ def check_config(cfg: RunConfig) -> None:
     decoded. And the quality gates against the data and the profile (:func:`_check_gates`). Unknown methods and
     options, and numbers out of range, were refused by ``build_config`` already.
     """
+    from pipeline.accelerators import preflight_problems  # check.accelerators: a target uses each, this host runs it
+
     problems = [*_check_data("check.eval_data", cfg.check.eval_data), *_check_data("synthesis.calib_data", cfg.synthesis.calib_data),
-                *_check_calib_pairing(cfg), *_check_gates(cfg)]
+                *_check_calib_pairing(cfg), *_check_gates(cfg), *preflight_problems(cfg)]
     if problems:
         raise ConfigError("; ".join(problems))
 
@@ -169,9 +173,22 @@ def check_model(cfg: RunConfig, model: nn.Module, card: ModelCard) -> list[str]:
         raise ModelLoadError("; ".join(fatal + routes))
     if routes:
         raise ExportError("; ".join(routes))
+    check_layer_patterns(cfg, model)
     if cfg.qat.profile != "deploy":
         return []
     return [f"warning: {p.message}" for p in problems if not p.fatal]
+
+
+def check_layer_patterns(cfg: RunConfig, model: nn.Module) -> None:
+    """Resolve ``qat.layer_bits`` and ``qat.float_layers`` against the model's conv/linear layers as the surgery will
+    (:meth:`pipeline.quant.scheme.BitScheme.resolve`), so a pattern that names no layer, or a layer both float and
+    given bits, is one :class:`ConfigError` naming the layers before synthesis, not after it."""
+    scheme = cfg.qat.scheme
+    if not scheme.per_layer:
+        return
+    from pipeline.quant.prepare import layer_names, trace
+
+    scheme.resolve(layer_names(trace(model)))  # BN folding renames nothing: the names the surgery resolves against
 
 
 def preflight(cfg: RunConfig, model: nn.Module | None = None, card: ModelCard | None = None) -> list[str]:
@@ -184,4 +201,4 @@ def preflight(cfg: RunConfig, model: nn.Module | None = None, card: ModelCard | 
     return check_model(cfg, model, card)
 
 
-__all__ = ["check_config", "check_model", "preflight"]
+__all__ = ["check_config", "check_layer_patterns", "check_model", "preflight"]

@@ -53,8 +53,14 @@ def runtime_for(path: Path) -> str:
         raise ValueError(str(exc)) from None
 
 
-def load(path: str | Path, threads: int = 1, **options: object) -> Predictor:
-    """Load an artifact with the runtime its suffix names. ``threads`` sets the intra-op thread count."""
+def load(path: str | Path, threads: int = 1, accelerator: str | None = None, **options: object) -> Predictor:
+    """Load an artifact with the runtime its suffix names. ``threads`` sets the intra-op thread count.
+
+    ``accelerator``: what the runtime runs it on, in its own words (``AUTO``, or ``openvino:AUTO``; see
+    :mod:`runtimes.accelerators`); None is the runtime's default path. A word outside the runtime's vocabulary is a
+    ``ValueError``, one this host cannot run an ``AcceleratorUnavailable`` naming what it can; the predictor records
+    what was asked (``accelerator``) and what the runtime says executes (``executes_on``).
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"artifact {path} does not exist")
@@ -62,6 +68,10 @@ def load(path: str | Path, threads: int = 1, **options: object) -> Predictor:
         info = format_of(path)
     except UnknownFormat as exc:
         raise ValueError(str(exc)) from None
+    if accelerator is not None:
+        from runtimes.accelerators import require
+
+        options["accelerator"] = require(accelerator, info.runtime).name
     return importlib.import_module(info.backend).load(path, threads=threads, **options)
 
 

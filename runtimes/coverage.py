@@ -37,6 +37,7 @@ class IntegerCoverage:
     int_kernels: dict[str, int] = field(default_factory=dict)
     float_kernels: dict[str, int] = field(default_factory=dict)
     float_nodes: list[str] = field(default_factory=list)  # names of MAC ops (and unknown ops) that stayed float
+    float_node_macs: list[int] = field(default_factory=list)  # the MACs of each of float_nodes, same order
     other_float_ops: dict[str, int] = field(default_factory=dict)  # known float non-MAC ops (elementwise, resize...)
     unrecognised: dict[str, int] = field(default_factory=dict)  # op types no list of the reader names (float ones are in float_*)
 
@@ -65,6 +66,7 @@ class IntegerCoverage:
             self.float_kernels[kernel] = self.float_kernels.get(kernel, 0) + 1
             if node is not None:
                 self.float_nodes.append(node)
+                self.float_node_macs.append(int(macs))
 
     def tally_unknown(self, kernel: str, floating: bool, macs: int | None, node: str) -> None:
         """Count an op the reader has no list for: listed under ``unrecognised``; one computing in float counts as a float MAC op.

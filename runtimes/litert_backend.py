@@ -71,14 +71,24 @@ def edge_spec(name: str, detail: dict, layout: str) -> TensorSpec:
 class LiteRTPredictor:
     runtime = "litert"
 
-    def __init__(self, path: Path, threads: int = 1, use_xnnpack: bool = True) -> None:
+    def __init__(self, path: Path, threads: int = 1, use_xnnpack: bool = True, accelerator: str | None = None) -> None:
         mod = _interpreter_module()
         self.path = Path(path)
         self.threads = threads
-        self.use_xnnpack = use_xnnpack
-        kwargs = {} if use_xnnpack else no_delegate_kwargs()
+        self.use_xnnpack = use_xnnpack if accelerator is None else accelerator != "none"  # xnnpack | none (runtimes/accelerators.py)
+        self.accelerator = f"litert:{'xnnpack' if self.use_xnnpack else 'none'}"
+        kwargs = {} if self.use_xnnpack else no_delegate_kwargs()
         self.interpreter = mod.Interpreter(model_path=str(self.path), num_threads=threads, **kwargs)
         self.interpreter.allocate_tensors()
+        # what executes: the delegate nodes the interpreter holds now (XNNPACK may take nothing), or built-in kernels
+        ops = getattr(self.interpreter, "_get_ops_details", None)
+        if not self.use_xnnpack:
+            self.executes_on = ["built-in kernels"]
+        elif ops is None:  # an older interpreter that does not list its nodes
+            self.executes_on = ["XNNPACK delegate (partitions not reported)"]
+        else:
+            n = sum(o["op_name"] == "DELEGATE" for o in ops())
+            self.executes_on = [f"XNNPACK delegate ({n} partition{'s' if n > 1 else ''})" if n else "built-in kernels"]
         ins, outs = self.interpreter.get_input_details(), self.interpreter.get_output_details()
         sig = self._signature()
         by_index = {d["index"]: d for d in ins + outs}
@@ -95,7 +105,8 @@ class LiteRTPredictor:
 
     def kernels(self) -> dict[str, object]:
         """LiteRT's int8 kernels: the XNNPACK delegate (default) or the interpreter's built-in ones."""
-        return {"reported_by": "interpreter options", "delegate": "XNNPACK" if self.use_xnnpack else "none (built-in kernels)"}
+        return {"reported_by": "interpreter options", "delegate": "XNNPACK" if self.use_xnnpack else "none (built-in kernels)",
+                "accelerator": self.accelerator, "executes_on": self.executes_on}
 
     def _signature(self) -> dict | None:
         get = getattr(self.interpreter, "_get_full_signature_list", None)
@@ -120,4 +131,8 @@ class LiteRTPredictor:
 
 
 def load(path: Path, threads: int = 1, **options: object) -> LiteRTPredictor:
+    if options.get("accelerator") in ("gpu", "npu"):  # LiteRT's CompiledModel accelerators (runtimes/litert_compiled.py)
+        from runtimes.litert_compiled import CompiledPredictor
+
+        return CompiledPredictor(path, threads=threads, accelerator=str(options["accelerator"]))  # type: ignore[return-value]
     return LiteRTPredictor(path, threads=threads, **options)  # type: ignore[arg-type]

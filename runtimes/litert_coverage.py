@@ -1,8 +1,8 @@
-"""Integer coverage of a .tflite model, read by the LiteRT interpreter itself.
+"""Integer coverage of a .tflite model, read by the LiteRT interpreter itself, per accelerator (runtimes/accelerators.py).
 
 The interpreter is built without its default delegate so the op list is the
-model's own (with XNNPACK applied, the delegated ops collapse into one DELEGATE
-node). For each op, ``_get_ops_details()`` gives its operand tensors and
+model's own, with no ``DELEGATE`` node appended (with XNNPACK applied, the model's
+ops stay listed and one DELEGATE node per partition is added). For each op, ``_get_ops_details()`` gives its operand tensors and
 ``get_tensor_details()`` their types and quantization: a MAC op counts as integer
 when its activation input, weight and output are int8 (bias int32); ADD, MEAN,
 pooling and CONCATENATION are the structural ops that must be int8 too for the
@@ -10,6 +10,12 @@ model to be full-integer. Known elementwise and data-movement ops that run in fl
 normalisation's SUB/MUL between the int8 input's DEQUANTIZE and the first
 QUANTIZE, say) are listed under ``other_float_ops``. MACs come from the tensor shapes (NHWC activations,
 OHWI filters, [1, kh, kw, C·m] depth-wise filters, [O, I] fully-connected weights).
+
+Per accelerator (``litert:xnnpack``, the default, and ``litert:none``): both run an op on int8
+tensors in integer kernels, so the share is the model's own; what differs, and what
+:func:`accelerator_view` shows, is which ops XNNPACK took (walked from each DELEGATE node's
+boundary tensors) and which stay on built-in kernels. ``litert:gpu`` computes in float whatever
+the tensor types, and an NPU's compiled graph is invisible: every MAC op counts as float there.
 
 Deny by default (:mod:`runtimes.coverage`): an op on none of the lists below (a fused
 ``UNIDIRECTIONAL_SEQUENCE_LSTM`` is on the MAC list; a float ``CUMSUM`` or ``CUSTOM`` op is on
@@ -156,13 +162,21 @@ def _is_integer(g: TfliteGraph, op: dict) -> bool:
     return all(_dtype(t) in INT_TYPES for t in data)
 
 
-def tflite_coverage(g: TfliteGraph) -> IntegerCoverage:
+def tflite_coverage(g: TfliteGraph, computes_in_float: str | None = None) -> IntegerCoverage:
     """Classify every op of ``g``: integer / float MAC ops (with MACs), integer or float structural and known ops, unknown ops
-    that touch a float tensor as float MAC ops."""
+    that touch a float tensor as float MAC ops. ``computes_in_float``: why the accelerator runs every op in float whatever
+    its tensor types (LiteRT's GPU), named on each op."""
     cov = IntegerCoverage("litert", 0, 0)
     for op in g.ops:
         name = op["op_name"]
         if name in NOT_KERNELS:
+            continue
+        if computes_in_float is not None:
+            if name in MAC_OPS or name in RNN_OPS or name in STABLEHLO_MAC_OPS or name in STRUCTURAL_OPS:
+                macs = _macs(g, op) or _estimate(g, op) if name not in STRUCTURAL_OPS else 0
+                cov.tally(name, False, macs, f"{_op_name(g, op)} ({computes_in_float})")
+            elif name not in EDGE_OPS:
+                cov.tally(name, False, other=True)
             continue
         integer = _is_integer(g, op)
         if name in MAC_OPS:  # shapes that do not say: at least one MAC per output, never zero
@@ -185,7 +199,58 @@ def tflite_coverage(g: TfliteGraph) -> IntegerCoverage:
 
 
 
-def litert_coverage(path: Path, sample: np.ndarray | None = None, threads: int = 1) -> IntegerCoverage:
-    """The coverage of the .tflite at ``path``: read from the flatbuffer's op types, so ``sample`` and ``threads`` are not needed."""
+# What the reader can see of each accelerator's precision: XNNPACK and the built-in kernels run an op on int8 tensors in
+# integer kernels (XNNPACK's QS8/QC8 operators), so the model's own tensor types say it; the GPU computes in fp16/fp32 on
+# dequantized weights whatever the types; an NPU's vendor-compiled graph is not visible at all (deny by default: float).
+IN_FLOAT = {"gpu": "LiteRT's GPU accelerator computes in fp16/fp32 on dequantized int8 weights",
+            "npu": "inside the NPU's vendor-compiled graph, which the reader cannot see: counted as float"}
+
+
+def litert_coverage(path: Path, sample: np.ndarray | None = None, threads: int = 1, accelerator: str | None = None) -> IntegerCoverage:
+    """The coverage of the .tflite at ``path`` as ``accelerator`` runs it (default ``xnnpack``): read from the flatbuffer's
+    op types and the accelerator's known precision (:data:`IN_FLOAT`), so ``sample`` and ``threads`` are not needed."""
     del sample, threads
-    return tflite_coverage(read_graph(path))
+    return tflite_coverage(read_graph(path), IN_FLOAT.get(accelerator or "xnnpack"))
+
+
+def delegate_partitions(path: Path, threads: int = 1) -> dict:
+    """Which ops the default delegate (XNNPACK) took, read from the interpreter that applied it.
+
+    With a delegate applied, ``_get_ops_details()`` still lists the model's ops and appends one ``DELEGATE`` node per
+    partition, whose inputs and outputs are the partition's boundary tensors: the ops inside are those reached walking
+    back from its outputs to its inputs. The rest run on the interpreter's built-in kernels.
+    """
+    from runtimes.litert_backend import interpreter_class
+
+    it = interpreter_class()(model_path=str(path), num_threads=threads)
+    it.allocate_tensors()
+    ops = list(it._get_ops_details())
+    producer = {int(t): o for o in ops if o["op_name"] != "DELEGATE" for t in o["outputs"]}
+    inside: set[int] = set()
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    for d in delegates:
+        stop = {int(t) for t in d["inputs"]}
+        todo = [int(t) for t in d["outputs"]]
+        while todo:
+            t = todo.pop()
+            op = producer.get(t)
+            if t in stop or op is None or op["index"] in inside:
+                continue
+            inside.add(op["index"])
+            todo += [int(i) for i in op["inputs"] if int(i) >= 0]
+    kernels = [o for o in ops if o["op_name"] not in NOT_KERNELS]
+    left = Counter(o["op_name"] for o in kernels if o["index"] not in inside)
+    return {"partitions": len(delegates), "ops_delegated": len(inside), "ops_builtin": sum(left.values()),
+            "builtin_ops": dict(sorted(left.items()))}
+
+
+def accelerator_view(path: Path, sample: np.ndarray | None, threads: int, accelerator: str) -> dict:
+    """What the reader can see of ``accelerator`` beyond op types: XNNPACK's partitions (which ops it took, which stay on
+    built-in kernels), or that the built-in kernels run everything, or that a CompiledModel accelerator took the whole
+    graph (it is compiled for it alone) with the precision the reader assumes for it."""
+    if accelerator == "xnnpack":
+        return {"delegate": "XNNPACK", **delegate_partitions(path, threads)}
+    if accelerator == "none":
+        ops = sum(1 for o in read_graph(path).ops if o["op_name"] not in NOT_KERNELS)
+        return {"delegate": None, "partitions": 0, "ops_delegated": 0, "ops_builtin": ops}
+    return {"delegate": f"LiteRT {accelerator.upper()} accelerator (whole graph)", "precision": IN_FLOAT.get(accelerator)}

@@ -1,4 +1,4 @@
-"""ONNX Runtime (CPU execution provider)."""
+"""ONNX Runtime: the CPU execution provider, or the one asked for (``accelerator=``, :mod:`runtimes.accelerators`)."""
 
 from __future__ import annotations
 
@@ -39,12 +39,21 @@ class OrtPredictor:
     runtime = "onnxruntime"
 
     def __init__(self, path: Path, threads: int = 1, opt_level: str = "all", optimized_path: Path | None = None,
-                 profile_prefix: str | None = None) -> None:
+                 profile_prefix: str | None = None, accelerator: str = "CPUExecutionProvider") -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
+        self.accelerator = f"onnxruntime:{accelerator}"  # what was asked (runtimes/accelerators.py)
         self.session = ort.InferenceSession(str(path), session_options(threads, opt_level, optimized_path, profile_prefix),
-                                            providers=["CPUExecutionProvider"])
+                                            providers=[accelerator])
+        # what executes: ORT falls back to the CPU provider, silently, when the one asked for fails to load
+        self.executes_on = self.session.get_providers()
+        if accelerator not in self.executes_on:
+            from runtimes.accelerators import AcceleratorUnavailable, available
+
+            raise AcceleratorUnavailable(f"onnxruntime execution provider {accelerator!r} did not load for {self.path.name} "
+                                         f"(onnxruntime fell back to {', '.join(self.executes_on)}); available: "
+                                         f"{', '.join(available('onnxruntime'))}")
         self.inputs = [TensorSpec(i.name, tuple(i.shape), _DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()]
         self.outputs = [TensorSpec(o.name, tuple(o.shape), _DTYPES.get(o.type, o.type), layout="NC") for o in self.session.get_outputs()]
         self.version = ort.__version__
@@ -55,7 +64,8 @@ class OrtPredictor:
 
     def kernels(self) -> dict[str, object]:
         """ONNX Runtime names its execution providers, not the MLAS kernel it dispatches to (that follows the ISA)."""
-        return {"reported_by": "onnxruntime execution providers", "providers": self.session.get_providers()}
+        return {"reported_by": "onnxruntime execution providers", "providers": self.session.get_providers(),
+                "accelerator": self.accelerator, "executes_on": self.executes_on}
 
     def end_profiling(self) -> str:
         return self.session.end_profiling()

@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 from collections import Counter
+from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
 
@@ -102,8 +103,50 @@ def optimized_op_counts(model_path: Path, optimized_path: Path, threads: int = 1
     return Counter(n.op_type for n in model.graph.node)
 
 
-def _profile(model_path: Path, sample: np.ndarray, threads: int) -> list[dict]:
-    """ORT's profile of one run of ``sample`` at ORT_ENABLE_ALL, weights not pre-packed (their shapes stay in the records)."""
+@dataclass(frozen=True)
+class TraceKernel:
+    """One kernel execution in ORT's profile trace: a ``Node`` event named ``<node>_kernel_time``.
+
+    The one reader of ORT's trace format, shared by the integer-coverage reader here (op types and
+    shapes) and the per-op latency profile (:mod:`runtimes.profiling`: durations, providers).
+    """
+
+    node: str  # the node's name in the executed (optimised) graph
+    op: str  # its op type as ORT names it (QLinearConv, FusedConv, ...)
+    provider: str | None  # the execution provider that ran it (CPUExecutionProvider, ...)
+    ts_us: int  # start, microseconds since the session was created
+    dur_us: int  # the kernel's wall time
+    inputs: list[tuple[str, list[int]]] = field(default_factory=list)  # (element type, shape) per input
+    outputs: list[tuple[str, list[int]]] = field(default_factory=list)
+
+
+def _typed_shapes(entries: list[dict]) -> list[tuple[str, list[int]]]:
+    return [next(iter(t.items())) for t in entries if t]
+
+
+def trace_kernels(events: list[dict]) -> list[TraceKernel]:
+    """The kernel executions of an ORT profile trace (the JSON ``end_profiling`` writes), in trace order."""
+    out = []
+    for ev in events:
+        args = ev.get("args", {})
+        if ev.get("cat") != "Node" or "op_name" not in args or not ev.get("name", "").endswith("_kernel_time"):
+            continue
+        out.append(TraceKernel(ev["name"].removesuffix("_kernel_time"), args["op_name"], args.get("provider"),
+                               int(ev.get("ts", 0)), int(ev.get("dur", 0)), _typed_shapes(args.get("input_type_shape", [])),
+                               _typed_shapes(args.get("output_type_shape", []))))
+    return out
+
+
+def trace_runs(events: list[dict]) -> list[tuple[int, int]]:
+    """(start, end) in microseconds of every ``InferenceSession.run`` of a trace (its ``model_run`` events), in order."""
+    runs = [(int(ev["ts"]), int(ev["ts"]) + int(ev.get("dur", 0))) for ev in events
+            if ev.get("cat") == "Session" and ev.get("name") == "model_run" and "ts" in ev]
+    return sorted(runs)
+
+
+def _profile(model_path: Path, sample: np.ndarray, threads: int, provider: str = "CPUExecutionProvider") -> list[dict]:
+    """ORT's profile of one run of ``sample`` at ORT_ENABLE_ALL on ``provider`` (runtimes/accelerators.py), weights not
+    pre-packed (their shapes stay in the records)."""
     import onnxruntime as ort
 
     from runtimes.onnxruntime_backend import session_options
@@ -111,23 +154,19 @@ def _profile(model_path: Path, sample: np.ndarray, threads: int) -> list[dict]:
     with tempfile.TemporaryDirectory(dir=Path(model_path).parent) as tmp:  # beside the artifact (a staging folder)
         so = session_options(threads, "all", profile_prefix=os.path.join(tmp, "ort"))
         so.add_session_config_entry("session.disable_prepacking", "1")
-        session = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model_path), so, providers=[provider])
         session.run(None, {session.get_inputs()[0].name: sample})
         return json.loads(Path(session.end_profiling()).read_text())
 
 
-def onnxruntime_coverage(model_path: Path, sample: np.ndarray, threads: int = 1) -> IntegerCoverage:
-    """Run ``sample`` once under ORT's profiler and classify every executed kernel, unknown ones as float."""
+def onnxruntime_coverage(model_path: Path, sample: np.ndarray, threads: int = 1, accelerator: str | None = None) -> IntegerCoverage:
+    """Run ``sample`` once under ORT's profiler (on execution provider ``accelerator``, default CPU) and classify every
+    executed kernel, unknown ones as float."""
     cov = IntegerCoverage("onnxruntime", 0, 0)
-    for ev in _profile(model_path, sample, threads):
-        args = ev.get("args", {})
-        if ev.get("cat") != "Node" or "op_name" not in args or not ev.get("name", "").endswith("_kernel_time"):
-            continue
-        op = args["op_name"]
-        node = ev["name"].removesuffix("_kernel_time")
-        ins = [next(iter(t.values())) for t in args.get("input_type_shape", [])]
-        outs = [next(iter(t.values())) for t in args.get("output_type_shape", [])]
-        dtypes = [next(iter(t)) for t in args.get("input_type_shape", []) + args.get("output_type_shape", [])]
+    for k in trace_kernels(_profile(model_path, sample, threads, accelerator or "CPUExecutionProvider")):
+        op, node = k.op, k.node
+        ins, outs = [shape for _, shape in k.inputs], [shape for _, shape in k.outputs]
+        dtypes = [dtype for dtype, _ in k.inputs + k.outputs]
         floating = any(_is_float(d) for d in dtypes) or not dtypes  # no types recorded: assume float
         if op in INT_MAC_OPS or op in FLOAT_MAC_OPS:
             macs = _mac_estimate(op, ins, outs)
@@ -140,3 +179,11 @@ def onnxruntime_coverage(model_path: Path, sample: np.ndarray, threads: int = 1)
         elif op not in NEUTRAL_OPS:
             cov.tally_unknown(op, floating, elementwise_macs(_at(outs, 0)), node)
     return cov
+
+
+def accelerator_view(model_path: Path, sample: np.ndarray, threads: int, accelerator: str) -> dict:
+    """Which execution provider ran how many kernels, from the profile (a provider ORT cannot place a node on leaves it
+    to the CPU provider): the share of the graph an accelerator really took."""
+    kernels = trace_kernels(_profile(model_path, sample, threads, accelerator))
+    return {"executed_by": dict(Counter(k.provider or "?" for k in kernels))}
+

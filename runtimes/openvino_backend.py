@@ -1,4 +1,4 @@
-"""OpenVINO (CPU plugin) for ``.xml`` IR artifacts.
+"""OpenVINO for ``.xml`` IR artifacts: the CPU plugin, or the device asked for (``accelerator=``: GPU, NPU, AUTO).
 
 The inference precision is always set explicitly: on CPUs with AVX512_BF16/AMX
 the CPU plugin's default ``INFERENCE_PRECISION_HINT`` is bf16, so an "FP32" IR
@@ -58,13 +58,19 @@ def version() -> str:
 class OvPredictor:
     runtime = "openvino"
 
-    def __init__(self, path: Path, threads: int = 1, precision_hint: str = DEFAULT_PRECISION_HINT) -> None:
+    def __init__(self, path: Path, threads: int = 1, precision_hint: str = DEFAULT_PRECISION_HINT, accelerator: str = "CPU") -> None:
         ov = _ov()
         self.path = Path(path)
         self.threads = threads
         self.precision_hint = precision_hint
-        self.compiled = core().compile_model(str(self.path), "CPU", compile_config(threads, precision_hint))
-        self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.accelerator = f"openvino:{accelerator}"  # the device asked for (runtimes/accelerators.py)
+        self.compiled = core().compile_model(str(self.path), accelerator, compile_config(threads, precision_hint))
+        # what executes: the device(s) the compiled model runs on (AUTO's pick), as OpenVINO reports it
+        self.executes_on = list(self.compiled.get_property("EXECUTION_DEVICES"))
+        try:
+            self.inference_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        except RuntimeError:  # AUTO does not report it (its runtime graph's precisions still say what runs)
+            self.inference_precision = None
         self.inputs = [_spec(p, "NCHW") for p in self.compiled.inputs]
         self.outputs = [_spec(p, "NC") for p in self.compiled.outputs]
         self._out_ports = list(self.compiled.outputs)
@@ -84,7 +90,8 @@ class OvPredictor:
             if layer in ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"):
                 key = f"{layer}:{rt['primitiveType'].astype(str) if 'primitiveType' in rt else '?'}"
                 counts[key] = counts.get(key, 0) + 1
-        return {"reported_by": "openvino runtime model (primitiveType)", "primitives": dict(sorted(counts.items()))}
+        return {"reported_by": "openvino runtime model (primitiveType)", "primitives": dict(sorted(counts.items())),
+                "accelerator": self.accelerator, "executes_on": self.executes_on}
 
     def runtime_layers(self) -> list[dict[str, object]]:
         """The compiled (runtime) graph in execution order: layer type, executed precision and shapes of each op."""

@@ -1,6 +1,6 @@
-"""Integer coverage of an OpenVINO IR as the CPU plugin executes it.
+"""Integer coverage of an OpenVINO IR as the CPU plugin (or the device asked for: AUTO, GPU...) executes it.
 
-Compile on CPU under an explicit ``INFERENCE_PRECISION_HINT`` (so no float leftover silently
+Compile on CPU (or that device) under an explicit ``INFERENCE_PRECISION_HINT`` (so no float leftover silently
 runs in bf16/f16: ARM's default is f16), run one input, walk the runtime (executed) graph and
 read each op's ``layerType`` and ``runtimePrecision``: u8/i8 on Convolution / FullyConnected
 is integer. MACs come from the runtime graph's shapes.
@@ -148,9 +148,20 @@ def classify(pred, sample: np.ndarray) -> tuple[IntegerCoverage, Counter]:
     return cov, layers
 
 
-def openvino_coverage(xml_path: Path, sample: np.ndarray, threads: int = 1, precision_hint: str = "f32") -> IntegerCoverage:
-    """Compile on CPU (explicit precision hint), run ``sample`` once, classify every executed MAC op by its runtime precision."""
+def openvino_coverage(xml_path: Path, sample: np.ndarray, threads: int = 1, precision_hint: str = "f32",
+                      accelerator: str | None = None) -> IntegerCoverage:
+    """Compile on ``accelerator`` (default CPU; explicit precision hint), run ``sample`` once, classify every executed MAC op
+    by its runtime precision. The runtime graph is the device's own (AUTO: the device it picked)."""
     from runtimes.openvino_backend import OvPredictor
 
-    pred = OvPredictor(Path(xml_path), threads=threads, precision_hint=precision_hint)
+    pred = OvPredictor(Path(xml_path), threads=threads, precision_hint=precision_hint, accelerator=accelerator or "CPU")
     return classify(pred, np.ascontiguousarray(sample, dtype=np.float32))[0]
+
+
+def accelerator_view(xml_path: Path, sample: np.ndarray, threads: int, accelerator: str) -> dict:
+    """The device(s) OpenVINO compiled ``xml_path`` for (``EXECUTION_DEVICES``: what AUTO picked) and its runtime graph's
+    primitives per MAC layer: what the coverage above was read from."""
+    from runtimes.openvino_backend import OvPredictor
+
+    pred = OvPredictor(Path(xml_path), threads=threads, accelerator=accelerator)
+    return {"executes_on": pred.executes_on, "primitives": pred.kernels()["primitives"]}

@@ -100,7 +100,8 @@ def test_stage_commands_are_the_stages():
 SAMPLE = {"model": "resnet20", "weights": "w.pt", "input_shape": "3,32,32", "num_classes": "7", "method": "zeroq",
           "calib_data": "c.npz", "seed": "5", "bits": "w4a4", "profile": "paper", "overflow_fix": "on", "target": "tflite",
           "eval_data": "e.npz", "eval_transform": "squash", "min_agreement": "0.9", "max_accuracy_drop": "0.01",
-          "accelerator": "cpu", "precision": "fp32", "out": "o"}
+          "accelerator": "cpu", "precision": "fp32", "out": "o", "runtime_accelerator": "openvino:AUTO",
+          "layer_bits": "fc=w8a8", "float_layer": "fc"}
 
 
 def test_each_shown_default_is_the_key_the_option_sets():
@@ -113,7 +114,8 @@ def test_each_shown_default_is_the_key_the_option_sets():
         flag = "--" + dest.replace("_", "-")
         args = build_parser().parse_args(["run", flag, SAMPLE[dest]])
         got = _cli_overrides(args).get(key)
-        assert got is not None and str(got if not isinstance(got, list) else ",".join(got)) == SAMPLE[dest], (flag, key, got)
+        shown = ",".join(f"{k}={v}" for k, v in got.items()) if isinstance(got, dict) else ",".join(got) if isinstance(got, list) else got
+        assert got is not None and str(shown) == SAMPLE[dest], (flag, key, got)
 
 
 # --- flags borrowed from other tools ----------------------------------------------------------------------------

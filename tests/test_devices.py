@@ -320,3 +320,40 @@ def test_docker_target_without_an_engine_says_so(device_run):
         pytest.skip("a Docker engine runs here: the no-engine error cannot be shown")
     with pytest.raises(DeviceError, match="no Docker engine reachable"):
         DockerTarget(DeviceSpec("img", "docker:zsq-device:latest")).check()
+
+
+def test_agent_runs_the_accelerator_choice_asked_for_and_records_it(device_run, tmp_path):
+    """--runtime_accelerator (docs/accelerators.md): every worker loads the artifact with it; the result says what was asked,
+    what the runtime says ran, and the integer coverage as that choice executes it."""
+    out = tmp_path / "r.json"
+    res = run_agent("--graph", str(device_run["int8"]), *TINY, "--cold_starts", "0", "--trials", "1", "--enable_op_profiling", "false",
+                    "--inputs", str(device_run["inputs"]), "--expected", str(device_run["expected_fq"]), "--min_agreement", "0.9",
+                    "--runtime_accelerator", "ort:cpu", "--runtime_accelerator", "openvino:AUTO", "--json_stats", str(out))
+    assert res.returncode == 0, res.stderr
+    r = json.loads(out.read_text())
+    assert r["accelerator"] == "onnxruntime:CPUExecutionProvider" and r["status"] == "ok"  # the openvino choice is another runtime's
+    assert r["kernels"]["accelerator"] == r["accelerator"] and r["kernels"]["executes_on"] == ["CPUExecutionProvider"]
+    assert r["integer_coverage"]["accelerator"] == r["accelerator"] and r["integer_coverage"]["share"] == 1.0
+    assert set(r["integer_coverage"]["executed_by"]) == {"CPUExecutionProvider"}
+
+
+def test_a_device_without_the_accelerator_refuses_it_in_one_line(device_run, tmp_path, capsys):
+    """The agent refuses before measuring (exit 2, one line naming what the device has); pipeline bench exits 6 (the device
+    answers but cannot run what was asked), and 3 for a word outside the runtime's vocabulary (the user's input)."""
+    from pipeline.cli import main
+    from runtimes.accelerators import available
+
+    if "CUDAExecutionProvider" in available("onnxruntime"):
+        pytest.skip("this host's onnxruntime has CUDA: no provider to refuse")
+    out = tmp_path / "r.json"
+    res = run_agent("--graph", str(device_run["int8"]), *TINY, "--runtime_accelerator", "onnxruntime:CUDAExecutionProvider",
+                    "--json_stats", str(out))
+    assert res.returncode == 2 and not out.exists()
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert "'CUDAExecutionProvider' is not available on this host" in line and line.endswith("available: CPUExecutionProvider")
+    rc = main(["bench", "--artifact", str(device_run["int8"]), "--device", "local", *TINY, "--out", str(tmp_path / "res"),
+               "--runtime-accelerator", "ort:cuda", "--quiet"])
+    assert rc == 6 and "available: CPUExecutionProvider" in capsys.readouterr().err
+    assert not list((tmp_path / "res").glob("*.json"))
+    assert main(["bench", "--artifact", str(device_run["int8"]), "--device", "local", "--runtime-accelerator", "ort:cudaa"]) == 3
+    assert "onnxruntime has no execution provider 'cudaa' (did you mean 'cuda'?)" in capsys.readouterr().err

@@ -90,6 +90,41 @@ def test_onnx_run_trains_the_overflow_safe_grid_and_says_so(smoke_run):
     assert "weight grid: 8-bit weights on ±63" in res.stdout
 
 
+def test_check_ranks_each_layer_alone_and_the_report_shows_it(smoke_run, tmp_path):
+    """The check measures each layer's isolated sensitivity (check.json, report.json, report.html, the summary). At W8A8
+    every layer is already at 8 bits: all are listed, none suggested. The check's key covers the train set it calibrates on."""
+    import shutil
+
+    from pipeline.config import build_config
+    from pipeline.reporting.schema import validate
+    from pipeline.runner import RunContext, Runner
+    from pipeline.stages import STAGES
+
+    out, res = smoke_run
+    sens = json.loads((out / "check.json").read_text())["sensitivity"]
+    assert sens["scheme"] == "w8a8" and "64 images" in sens["measured_on"] and sens["seconds"] > 0 and sens["passes"] == 44
+    rows = sens["layers"]
+    assert len(rows) == 22 and rows[0]["name"] == "conv1" and rows[-1]["name"] == "fc"
+    assert sorted(r["rank"] for r in rows) == list(range(1, 23))
+    assert all(r["weight_bits"] == 8 and r["act_bits"] == 8 and r["weights"]["kl"] >= 0 and r["activations"] for r in rows)
+    assert sens["suggested_layer_bits"] == {} and sens["suggested_cli"] == ""
+    report = json.loads((out / "report.json").read_text())
+    assert report["check"]["sensitivity"] == sens and validate(report) == []
+    html = (out / "report.html").read_text()
+    assert '<h2 id="layers">' in html and "Nothing to suggest" in html
+    worst = min(rows, key=lambda r: r["rank"])["name"]
+    assert f"worst layers (w8a8, each quantized alone): {worst} (KL" in res.stdout and "nothing to suggest" in res.stdout
+    assert "per-layer sensitivity (22 layers, 44 passes over 64 held-out images" in res.stderr
+    # the measurement calibrates on the synthetic train set: another train set re-keys the check
+    run = tmp_path / "run"
+    shutil.copytree(out, run, ignore=shutil.ignore_patterns(".lock"))
+    cfg = build_config("tiny", None, {"out": str(run)}, [])
+    check = next(s for s in STAGES if s.name == "check")
+    before = Runner(STAGES, RunContext(cfg, run, log=print), force=True).key(check)
+    (run / "synthetic" / "train.npz").write_bytes(b"another train set")
+    assert Runner(STAGES, RunContext(cfg, run, log=print), force=True).key(check) != before
+
+
 def test_second_run_skips_finished_stages_and_from_redoes(smoke_run, fmnist_npz):
     out, _ = smoke_run
     res = pipeline("run", *SMOKE, "--eval-data", str(fmnist_npz), "--out", str(out))

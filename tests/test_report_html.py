@@ -266,6 +266,41 @@ def test_flat_summary_formats_parse(report_run, tmp_path, capsys):
         assert {str(r["status"]) for r in rows} == {"pass", "not gated"} and all(r["p50_ms"] not in ("", None) for r in rows)
 
 
+def test_slowest_ops_from_the_host_and_each_device(report_run, device_run, tmp_path, capsys):  # noqa: F811
+    """The check's and each device's op profile (runtimes/profiling.py: the runtimes' own profilers) in report.json,
+    following the schema, in the printed summary, and in the page's "Slowest ops" section: per artifact, the host check
+    then each device, with the caveat that these are the runtime's own figures and the shares are what to read."""
+    import runtimes
+    from pipeline.cli import main
+    from pipeline.reporting.schema import validate
+    from runtimes.profiling import op_profile
+
+    check = json.loads((report_run / "check.json").read_text())
+    for art in device_run["artifacts"]:  # what the check stage stores when it benchmarks
+        pred = runtimes.load(art.path, threads=1)
+        feeds = runtimes.prepare_feeds(pred, device_run["x"].numpy()[:1])
+        check["artifacts"][art.path.name]["op_profile"] = op_profile(pred, feeds, runs=3, warmup=1)
+    run = variant(report_run, tmp_path / "ops", check)
+    assert main(["report", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "slowest ops model.w8a8.onnx (host check): op profile (onnxruntime, 3 runs" in out
+    assert "slowest ops model.w8a8.onnx (local): op profile (onnxruntime" in out  # pipeline bench profiled it on the device
+    report = json.loads((run / "report.json").read_text())
+    assert validate(report) == [] and all(d["op_profile"]["ops"] for d in report["devices"])
+    broken = json.loads(json.dumps(report))
+    broken["check"]["artifacts"]["model.w8a8.onnx"]["op_profile"]["ops"][0]["share"] = 2.0
+    del broken["devices"][0]["op_profile"]["total_ms"]
+    errors = "\n".join(validate(broken))
+    assert "report.check.artifacts.model.w8a8.onnx.op_profile.ops[0].share" in errors and "report.devices[0].op_profile" in errors
+    html = (run / "report.html").read_text()
+    section = html.split('<h2 id="ops">Slowest ops</h2>')[1].split("<h2 ")[0]
+    assert "own profiler" in section and "read the shares, not the milliseconds" in section
+    block = section.split("<h3>model.w8a8.onnx</h3>")[1].split("<h3>")[0]
+    assert block.index("<b>host check</b>") < block.index("<b>local</b>") and block.count("<table") == 2
+    assert block.count(">QLinearConv") >= 10 and "u8×i8" in block and "CPUExecutionProvider" in block
+    assert "<h3>model.fp32.onnx</h3>" in section
+
+
 def test_pareto_front_across_runs(report_run, tmp_path):
     from types import SimpleNamespace
 
@@ -309,6 +344,40 @@ def test_trained_vs_deployed_bits_are_explained():
     assert "4-bit grid (integers within ±7) stored in int8 tensors" in onnx and "activations trained at 4 bits run at 8 bits" in onnx
     assert "first and last layers at 8 bits" in onnx
     assert "trained w4a4, deployed w8a8" in tflite and "calibrated post-training" in tflite
+
+
+def test_worst_layers_table_chart_and_flags(report_run, device_run, tmp_path, capsys):  # noqa: F811
+    """check.json's per-layer sensitivity (measured for real on the fixture's ResNet-20 at W4A4) on the page: the worst
+    layers ranked, a bar each, what they cost in MACs, and the --layer-bits flags to copy; one line in the summary."""
+    from html import escape
+
+    from pipeline.cli import main
+    from pipeline.quant.prepare import quantize_model
+    from pipeline.quant.scheme import BitScheme
+    from pipeline.quant.sensitivity import for_student
+    from pipeline.reporting.layers import SHOWN
+    from pipeline.reporting.schema import validate
+
+    assert '<h2 id="layers">' in (report_run / "report.html").read_text()  # a check without the block: the section says so
+    model, x = device_run["model"], device_run["x"]
+    block = for_student(quantize_model(model, BitScheme.parse("w4a4")), model, x, x)
+    check = json.loads((report_run / "check.json").read_text())
+    run = variant(report_run, tmp_path / "layers", {**check, "sensitivity": block})
+    assert main(["report", str(run)]) == 0
+    worst = sorted(block["layers"], key=lambda r: r["rank"])
+    summary = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("worst layers"))
+    assert summary.startswith(f"worst layers (w4a4, each quantized alone): {worst[0]['name']} (KL")
+    assert block["suggested_cli"] and summary.endswith(f"add: {block['suggested_cli']}")
+    assert validate(json.loads((run / "report.json").read_text())) == []
+    html = (run / "report.html").read_text()
+    section = html.split('<h2 id="layers">')[1].split("<h2 ")[0]
+    table = section.split('<table class="layers">')[1].split("</table>")[0]
+    names = re.findall(r"<td class=\"l\"><code>([\w.]+)</code></td>", table)
+    assert names == [r["name"] for r in worst[:SHOWN]] and table.count("<tr>") == SHOWN + 1
+    assert table.count("<b>keep at w8a8</b>") == 3 and "MACs share" in table and "w4a4" in table
+    assert section.count('class="bar"') == SHOWN and section.count(">suggested</tspan>") == 3
+    assert "<pre><code>" + escape(block["suggested_cli"]) + "</code></pre>" in section  # copyable, quotes and all
+    assert "do not add up" in section and "does not predict" in section
 
 
 def test_report_rejects_what_is_not_a_run(tmp_path, capsys):

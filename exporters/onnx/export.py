@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exporters.artifact import Artifact, IntegerCoverage, require_integer
+from exporters.artifact import Artifact, IntegerCoverage, gate_artifact
 from exporters.errors import ExportError
 from exporters.spec import INPUT_NAME, OUTPUT_NAME, DeploymentSpec, IntConv2d, IntLinear, IOContract, lower
 from runtimes.onnxruntime_coverage import onnxruntime_coverage, optimized_op_counts
@@ -59,9 +59,35 @@ class _QDQWeight(nn.Module):
         return F.conv2d(x, w, self.bias, *self.conv)
 
 
+class _FloatIsland(nn.Module):
+    """A float layer of the spec (``qat.float_layers``) whose input first passes ``max(x, x)``, an exact identity.
+
+    Why: ONNX Runtime (1.20 on, its ``WeightBiasQuantization`` rewrite at every optimisation level) gives the float
+    weights of any Conv/Gemm that reads a DequantizeLinear and leads to a QuantizeLinear int8 per-tensor weights of its
+    own choosing: the float island would run as a QLinearConv that nobody trained (measured on 1.32: a float Conv
+    between the activation Q/DQ became QLinearConv). The rewrite needs the layer's input to come straight from the
+    DequantizeLinear; a Max in between, which no ORT rewrite removes (an Identity, a Mul by 1, an Add of 0 or a
+    Reshape are all removed), keeps the layer a float Conv/Gemm on ORT, and OpenVINO (which converts this ONNX)
+    runs it in f32 either way. The island's integer gate checks it on the executed graph.
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(torch.maximum(x, x))
+
+
 def qdq_graph(spec: DeploymentSpec) -> nn.Module:
-    """The spec's graph in the ops ``torch.onnx.export`` writes as Q/DQ: activations already are, weights get wrapped."""
-    return lower(spec.graph, lambda m: _QDQWeight(m) if isinstance(m, (IntConv2d, IntLinear)) else None)
+    """The spec's graph in the ops ``torch.onnx.export`` writes as Q/DQ: activations already are, weights get wrapped,
+    float layers stay float behind an ORT guard (:class:`_FloatIsland`)."""
+    gm = lower(spec.graph, lambda m: _QDQWeight(m) if isinstance(m, (IntConv2d, IntLinear)) else None)
+    for name in spec.float_layers:
+        parent, _, attr = name.rpartition(".")
+        owner = gm.get_submodule(parent) if parent else gm
+        setattr(owner, attr, _FloatIsland(getattr(owner, attr)))
+    return gm
 
 
 # What to do when torch.onnx cannot export an op: both targets that go through it, and the one that does not.
@@ -175,8 +201,11 @@ def export_qdq(spec: DeploymentSpec, path: Path) -> Artifact:
         _torch_export(qdq_graph(spec), spec.contract.example(), raw)
         OrtPredictor(raw, opt_level="basic", optimized_path=path)  # folds Q(weight) → int8 initializers
     ins, outs = spec.contract.edges()
-    return Artifact(path, "onnx", spec.precision, ins, outs, path.stat().st_size,
-                    notes={"activations": "uint8 per-tensor asymmetric", "weights": "int8 per-channel symmetric", "opset": OPSET})
+    notes = {"activations": "uint8 per-tensor asymmetric", "weights": "int8 per-channel symmetric", "opset": OPSET}
+    if spec.float_layers:
+        notes["float_layers_onnx"] = ("float Conv/Gemm between DequantizeLinear and QuantizeLinear, input through Max(x, x) so "
+                                      "onnxruntime does not quantize their weights itself")
+    return Artifact(path, "onnx", spec.precision, ins, outs, path.stat().st_size, notes=notes)
 
 
 def check_integer(artifact: Artifact, sample: np.ndarray, min_share: float = 1.0, optimized_path: Path | None = None) -> IntegerCoverage:
@@ -188,5 +217,5 @@ def check_integer(artifact: Artifact, sample: np.ndarray, min_share: float = 1.0
         artifact.notes["ort_optimized_graph"] = optimized_path.name
         artifact.notes["ort_optimized_op_counts"] = dict(sorted(counts.items()))
     artifact.coverage = cov
-    require_integer(cov, artifact.path.name, min_share)
+    gate_artifact(artifact, cov, min_share)
     return cov

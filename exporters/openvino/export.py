@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.artifact import Artifact, IntegerCoverage, require_integer
+from exporters.artifact import Artifact, IntegerCoverage, gate_artifact
 from exporters.errors import ExportError
 from exporters.spec import IOContract
 from runtimes.formats import BY_NAME
@@ -109,5 +109,5 @@ def check_integer_openvino(artifact: Artifact, sample: np.ndarray, min_share: fl
     artifact.notes["precision_hint"] = pred.precision_hint
     artifact.notes["inference_precision"] = pred.inference_precision
     artifact.notes["openvino_runtime_layers"] = dict(sorted(layers.items()))
-    require_integer(cov, artifact.path.name, min_share)
+    gate_artifact(artifact, cov, min_share)
     return cov

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.artifact import Artifact, IntegerCoverage
+from exporters.errors import ExportError
 from exporters.format import ExportInputs, Format
 from exporters.spec import DeploymentSpec
 from exporters.tflite.export import (PTQ_CALIBRATED, QAT_SCALES, TfliteOptions, check_integer_tflite, export_fp32, export_int8,
@@ -26,6 +27,10 @@ class TfliteFormat(Format):
         return export_fp32(inputs.float_model, inputs.contract, path)
 
     def export_integer(self, inputs: ExportInputs, path: Path, options: TfliteOptions) -> Artifact:
+        if options.calibrate and inputs.spec.float_layers:
+            raise ExportError(f"cannot write {path.name}: export.tflite_calibrate quantizes the whole float model with PT2E and "
+                              f"cannot keep the float layers {', '.join(inputs.spec.float_layers)}; drop --tflite-calibrate (the QAT "
+                              "scales keep them float) or qat.float_layers")
         if options.calibrate:
             return export_ptq(inputs.float_model, inputs.contract, path, inputs.sample, options)
         return export_int8(inputs.spec, path, options)

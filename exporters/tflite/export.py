@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from exporters.artifact import Artifact, IntegerCoverage, require_integer
+from exporters.artifact import Artifact, IntegerCoverage, gate_artifact, require_integer
 from exporters.errors import ExportError
 from exporters.spec import DeploymentSpec, IOContract
 from exporters.tflite.qdq import INPUT_NAME, OUTPUT_NAME, EdgeModel, TensorQParams, input_quantizer, to_qdq
@@ -95,8 +95,43 @@ def _quiet_converter() -> Iterator[None]:
             os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved
 
 
-def _convert(module: nn.Module, contract: IOContract, out: Path, quantized: bool) -> float:
-    """``litert_torch.convert`` on an NHWC example, written to ``out``; returns the seconds it took."""
+@contextlib.contextmanager
+def _strict_qdq() -> Iterator[None]:
+    """The converter in ``strict_qdq_mode``: every op follows the graph's q/dq exactly, so a float layer between a
+    dequantize and a quantize stays a float op with float weights.
+
+    Why: in its default mode the converter quantizes such a layer itself (measured, litert-torch 0.10: a float Linear
+    between q/dq became an int8 FULLY_CONNECTED with per-channel scales it chose), so a float island would not be float.
+    litert-torch's V2 converter sets the flag always; its default (V1) path, which takes our q/dq graph, has no
+    parameter for it, so the flag is set on its config where the converter passes run. In strict mode the graph keeps
+    its float edges (QUANTIZE after the input, DEQUANTIZE before the output): :func:`int8_interface` makes them int8.
+    """
+    try:
+        from litert_torch._convert import litert_converter
+
+        api = litert_converter.converter_api_ext
+        run = api.run_convert_to_tfl_passes
+        has_flag = hasattr(api.ConvertToTFLConfig(), "strict_qdq_mode")
+    except (ImportError, AttributeError):
+        has_flag = False
+    if not has_flag:
+        raise ExportError("the tflite target cannot keep float layers with this litert-torch (no strict q/dq mode to set): "
+                          "drop qat.float_layers for it, or use --target onnx/openvino, or litert-torch==0.10.0")
+
+    def strict(module, pass_manager, config):
+        config.strict_qdq_mode = True
+        return run(module, pass_manager, config)
+
+    api.run_convert_to_tfl_passes = strict
+    try:
+        yield
+    finally:
+        api.run_convert_to_tfl_passes = run
+
+
+def _convert(module: nn.Module, contract: IOContract, out: Path, quantized: bool, strict_qdq: bool = False) -> float:
+    """``litert_torch.convert`` on an NHWC example, written to ``out``; returns the seconds it took (``strict_qdq``:
+    :func:`_strict_qdq`)."""
     try:
         import litert_torch
         from litert_torch.quantize.quant_config import QuantConfig
@@ -108,7 +143,7 @@ def _convert(module: nn.Module, contract: IOContract, out: Path, quantized: bool
     example = torch.rand(1, h, w, c)
     quant_config = QuantConfig(pt2e_quantizer=pt2e_quantizer()) if quantized else None  # STATIC q/dq mode
     start = time.perf_counter()
-    with _quiet_converter():
+    with _quiet_converter(), (_strict_qdq() if strict_qdq else contextlib.nullcontext()):
         try:
             edge = litert_torch.convert(module.eval(), sample_kwargs={INPUT_NAME: example}, quant_config=quant_config)
             edge.export(str(out))
@@ -177,15 +212,21 @@ def _record(art: Artifact, g: TfliteGraph, cov: IntegerCoverage) -> None:
     art.notes["transposes"] = g.histogram.get("TRANSPOSE", 0)
 
 
-def _write(module: nn.Module, contract: IOContract, path: Path, precision: str, options: TfliteOptions, notes: dict) -> Artifact:
-    """Convert, apply the edge choice, read the graph back; the integer gate is the caller's (the format record's)."""
-    from exporters.tflite.interface import float_interface
+def _write(module: nn.Module, contract: IOContract, path: Path, precision: str, options: TfliteOptions, notes: dict,
+           strict_qdq: bool = False) -> Artifact:
+    """Convert, apply the edge choice, read the graph back; the integer gate is the caller's (the format record's).
+
+    ``strict_qdq`` (float layers): the converter keeps float edges in that mode, so an int8 edge is made afterwards.
+    """
+    from exporters.tflite.interface import float_interface, int8_interface
 
     path = Path(path)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # inside the staging folder: swept if killed
         raw = Path(tmp) / "raw.tflite"
-        seconds = _convert(module, contract, raw, quantized=True)
-        if options.io == "float":
+        seconds = _convert(module, contract, raw, quantized=True, strict_qdq=strict_qdq)
+        if strict_qdq and options.io == "int8":
+            int8_interface(raw, path)
+        elif options.io == "float" and not strict_qdq:
             float_interface(raw, path)
         else:
             os.replace(raw, path)
@@ -209,7 +250,9 @@ def export_int8(spec: DeploymentSpec, path: Path, options: TfliteOptions = Tflit
     notes = {"mode": QAT_SCALES, "weights": f"int8 per-channel symmetric, learned scales, {'/'.join(map(str, bits))}-bit grid",
              "activations": "int8 per-tensor asymmetric, learned ranges (8-bit inside the range)",
              "input_quantizer": "pixel grid" if pixel_qp else ("first activation quantizer" if first else "float (QUANTIZE op)")}
-    return _write(EdgeModel(body, pixel_qp), spec.contract, path, spec.precision, options, notes)
+    if spec.float_layers:
+        notes["float_layers_tflite"] = "float CONV_2D/FULLY_CONNECTED between DEQUANTIZE and QUANTIZE (converter in strict q/dq mode)"
+    return _write(EdgeModel(body, pixel_qp), spec.contract, path, spec.precision, options, notes, strict_qdq=bool(spec.float_layers))
 
 
 def export_ptq(model: nn.Module, contract: IOContract, path: Path, images: np.ndarray, options: TfliteOptions = TfliteOptions()) -> Artifact:
@@ -242,5 +285,5 @@ def check_integer_tflite(artifact: Artifact, min_share: float = 1.0) -> IntegerC
     g = _read(artifact.path)
     cov = tflite_coverage(g)
     _record(artifact, g, cov)
-    gate(cov, artifact.path.name, min_share)
+    gate_artifact(artifact, cov, min_share, strict_kernels=True)  # as gate(), with the float layers its notes declare
     return cov

@@ -46,6 +46,7 @@ NOISY_NATIVE_LINES = (
     r"^[IW]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\] ",  # absl/glog INFO and WARNING (the TFLite converter's "Estimated count ...")
     r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
     r"^INFO: ",  # TFLite's minimal logger ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
+    r"^WARNING: \[(npu|gpu)_registry\.cc:\d+\] ",  # LiteRT's environment looking for GPU/NPU accelerators (op profiling)
 )
 
 # The filter process (stdlib only: it starts in milliseconds). argv: log file ('' for none), then the patterns.

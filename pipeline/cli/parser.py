@@ -26,6 +26,8 @@ CONFIG_KEYS = {
     "target": "export.targets", "eval_data": "check.eval_data", "eval_transform": "check.eval_transform",
     "min_agreement": "check.min_agreement", "max_accuracy_drop": "check.max_accuracy_drop",
     "accelerator": "host.accelerator", "precision": "host.precision", "out": "out",
+    "runtime_accelerator": "check.accelerators",
+    "layer_bits": "qat.layer_bits", "float_layer": "qat.float_layers",
 }
 # What an unset (None) config default means, where "none" would not say it.
 UNSET = {
@@ -33,6 +35,8 @@ UNSET = {
     "model.input_shape": "the model's own; required for file.py:factory", "model.num_classes": "read from the model's output",
     "synthesis.calib_data": "none: data-free", "check.eval_data": "none: no real-data accuracy",
     "check.min_agreement": "not gated", "check.max_accuracy_drop": "not gated",
+    "check.accelerators": "each runtime's default path only",
+    "qat.layer_bits": "none: every layer at --bits", "qat.float_layers": "none: every conv/linear layer quantized",
 }
 # Defaults of the options that are not config keys, in words.
 OTHER_DEFAULTS = {"budget": "default", "devices_file": "./devices.yaml", "bench_args": "the full protocol", "config": "none"}
@@ -76,7 +80,7 @@ def _shown(dest: str) -> str | None:
     if key is None:
         return None
     value = config_default(key)
-    text = UNSET.get(key, "none") if value is None else ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    text = UNSET.get(key, "none") if value in (None, [], {}) else ",".join(map(str, value)) if isinstance(value, list) else str(value)
     return f"{text}; {key}"
 
 
@@ -120,6 +124,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="deploy (what an integer runtime executes) or paper (GDFQ protocol, no integer artifact)")
     g.add_argument("--overflow-fix", choices=["auto", "on", "off"],
                    help="8-bit weights on ±63 so x86 int8 kernels without VNNI cannot saturate (auto: on for onnx/openvino)")
+    g.add_argument("--layer-bits", action="append", metavar="PATTERN=BITS",
+                   help="bits of the matching conv/linear layers, repeatable: PATTERN an fnmatch glob over layer names "
+                        "('layers.8.*') or re:<regex>, BITS wXaY or N (= wNaN); the last matching one wins, over "
+                        "qat.first_last_bits (docs/mixed-precision.md)")
+    g.add_argument("--float-layer", action="append", metavar="PATTERN",
+                   help="keep the matching conv/linear layers in float, repeatable: a float op with Q/DQ around it in every "
+                        "artifact; the integer gate then requires export.min_integer_coverage of the other MACs")
     g = export
     g.add_argument("--target", help="onnx, openvino, tflite, a comma list (onnx,tflite) or all")
     g.add_argument("--tflite-calibrate", action="store_true",
@@ -155,6 +166,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-accuracy-drop", type=float, metavar="FRACTION",
                    help="quality gate (check.max_accuracy_drop): exit 5 when FP accuracy minus an integer artifact's accuracy "
                         "on --eval-data is above this (0.01 = 1 point); needs --eval-data")
+    g.add_argument("--runtime-accelerator", action="append", metavar="RUNTIME:CHOICE",
+                   help="also check each artifact of RUNTIME on CHOICE, in the runtime's own words (repeat for several): "
+                        "openvino:AUTO|GPU|NPU, litert:none|gpu, onnxruntime:<ExecutionProvider>; parity and integer coverage "
+                        "per choice; one this host lacks fails before the first stage, naming what it has (docs/accelerators.md)")
     g = device
     g.add_argument("--device", help="after the run, bench every artifact on this device (name in the devices file, or a URL)")
     g.add_argument("--devices-file", type=Path, help="devices file")

@@ -17,7 +17,7 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
         "export.targets": targets, "check.eval_data": args.eval_data, "out": args.out, "synthesis.calib_data": args.calib_data,
         "host.accelerator": args.accelerator, "host.precision": args.precision,
         "check.min_agreement": args.min_agreement, "check.max_accuracy_drop": args.max_accuracy_drop,
-        "check.eval_transform": args.eval_transform,
+        "check.eval_transform": args.eval_transform, "check.accelerators": args.runtime_accelerator,
     }
     if getattr(args, "compile", False):
         cli["host.compile"] = True
@@ -27,6 +27,12 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
         cli["check.bench"] = False
     if args.tflite_calibrate:
         cli["export.tflite_calibrate"] = True
+    if getattr(args, "layer_bits", None):
+        from pipeline.quant.scheme import layer_bits_option
+
+        cli["qat.layer_bits"] = layer_bits_option(args.layer_bits)
+    if getattr(args, "float_layer", None):
+        cli["qat.float_layers"] = args.float_layer
     return cli
 
 
@@ -96,7 +102,9 @@ def _preflight(args: argparse.Namespace, until: str | None, ctx):
     from pipeline.cli.commands import resolve_device
 
     try:
-        args.bench_flags = validate_bench_args(shlex.split(args.bench_args))
+        # the run's --runtime-accelerator choices travel to the device's agent as well (two for one runtime: refused here)
+        choices = [w for c in ctx.cfg.check.accelerators for w in ("--runtime_accelerator", c)]
+        args.bench_flags = validate_bench_args(shlex.split(args.bench_args) + choices)
     except (ValueError, DeviceError) as exc:  # a flag of the user's, not the device: input (exit 3)
         raise UserError(f"{exc} (give the flags with '=': --bench-args='--num_threads 1')") from None
     spec = resolve_device(device, args.devices_file)

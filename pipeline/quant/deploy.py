@@ -61,13 +61,23 @@ def _neutral(mod: nn.Module) -> nn.Module | None:
 
 
 def deployment_spec(student: nn.Module, card: ModelCard, scheme: BitScheme | None = None) -> DeploymentSpec:
-    """The spec of a calibrated (or trained) fake-quant model built by :func:`pipeline.quant.prepare.quantize_model`."""
+    """The spec of a calibrated (or trained) fake-quant model built by :func:`pipeline.quant.prepare.quantize_model`.
+
+    Per-layer bits and float layers come from the student itself (``zsq_meta``, what the surgery built): each layer's
+    grid is its own, the float layers stay ``nn.Conv2d`` / ``nn.Linear`` (BN folded) and the spec names them, and the
+    weight grid in words covers every width the layers use.
+    """
     if not isinstance(student, fx.GraphModule) or not hasattr(student, "zsq_meta"):
         raise ExportError("integer export needs the fake-quant model built by pipeline.quant.prepare.quantize_model")
+    meta = student.zsq_meta
     if scheme is None:
-        meta = student.zsq_meta
-        scheme = BitScheme.parse(meta["bits"], meta.get("first_last_bits"), bool(meta.get("overflow_safe")))
+        patterns = meta.get("layer_patterns") or {}
+        scheme = BitScheme.parse(meta["bits"], meta.get("first_last_bits"), bool(meta.get("overflow_safe")),
+                                 patterns.get("layer_bits"), patterns.get("float_layers"))
     gm = lower(student, _neutral)  # a copy: the student is untouched
     if not any(isinstance(m, (ActPoint, IntConv2d, IntLinear)) for m in gm.modules()):
         raise ExportError("the model has no quantizers: nothing to export as an integer model")
-    return DeploymentSpec(gm, io_contract(card), scheme.deployed_name, scheme.name, scheme.weight_grid, scheme.overflow_safe)
+    widths = [m.grid.bits for m in gm.modules() if isinstance(m, (IntConv2d, IntLinear))]
+    return DeploymentSpec(gm, io_contract(card), scheme.deployed_name, scheme.name, scheme.describe_weight_grid(widths),
+                          scheme.overflow_safe, layer_bits=dict(meta.get("layer_bits") or {}),
+                          float_layers=tuple(meta.get("float_layers") or ()))

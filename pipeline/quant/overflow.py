@@ -17,7 +17,10 @@ Modes (``qat.overflow_fix``, ``--overflow-fix``):
 
 * ``auto`` (default): on when the run deploys 8-bit weights to a target whose x86 kernels
   are u8×s8 (``onnx``, ``openvino``); off for a ``tflite``-only run and for weights of 7
-  bits or fewer (already inside ±63) and for the ``paper`` profile (no artifact).
+  bits or fewer (already inside ±63) and for the ``paper`` profile (no artifact). A run
+  whose weights are 8-bit in some layers only (``qat.first_last_bits=8``, or a
+  ``qat.layer_bits`` entry with 8-bit weights in a W4A4 run) has 8-bit weights: those
+  layers train on ±63 exactly as a W8 run's do; the others keep their own grid (±7 at 4 bits).
 * ``on``: always train 8-bit weights on ±63.
 * ``off``: full ±127 range (bit-exact only on VNNI x86, ARM and LiteRT).
 """
@@ -37,11 +40,15 @@ MODES: tuple[str, ...] = get_args(OverflowMode)
 U8S8_TARGETS = frozenset(f.name for f in FORMATS if f.u8s8_kernels)
 
 
-def resolve(mode: str, w_bits: int, first_last_bits: int | None, targets: Iterable[str], profile: str = "deploy") -> bool:
-    """Whether 8-bit weights train on the overflow-safe grid for this run."""
+def resolve(mode: str, w_bits: int, first_last_bits: int | None, targets: Iterable[str], profile: str = "deploy",
+            layer_bits: Iterable[tuple[str, str]] = ()) -> bool:
+    """Whether 8-bit weights train on the overflow-safe grid for this run (``layer_bits``: ``qat.layer_bits`` as
+    (PATTERN, BITS) pairs; one with 8-bit weights gives the run 8-bit weights)."""
+    from pipeline.quant.scheme import any_8bit_weights
+
     if mode not in MODES:
         raise ConfigError(f"qat.overflow_fix must be one of {', '.join(MODES)}, got {mode!r}")
     if mode != "auto":
         return mode == "on"
-    has_8bit = w_bits == 8 or first_last_bits == 8
+    has_8bit = any_8bit_weights(w_bits, first_last_bits, layer_bits)
     return profile == "deploy" and has_8bit and bool(U8S8_TARGETS & set(targets))

@@ -10,6 +10,19 @@ tables: BN kept, asymmetric per-channel min/max weights, activations quantized
 only after ReLU/ReLU6 with EMA ranges and a plain STE. It is for comparing with
 papers, not for export.
 
+Per-layer choices (``qat.layer_bits``, ``qat.float_layers``) are resolved once against
+the traced model's conv/linear layers (:func:`pipeline.quant.scheme.resolve_layers`):
+
+* a layer's weight bits are its own (and its grid: 8-bit weights take the overflow-safe
+  ±63 where the run has it, whatever the scheme's width);
+* its activation bits go to the activation quantizer(s) feeding its input; a quantizer
+  read by several ops takes the highest bits asked of it (another layer's, or the
+  scheme's for an add, concat or pool, 8 for the model output);
+* a float layer stays ``nn.Conv2d`` / ``nn.Linear`` (BN still folded in ``deploy``): no
+  weight quantizer, no quantizer of its own at its input, and its output is quantized
+  where an integer op reads it (or it is the model output), so an artifact has Q/DQ
+  around the float island and nothing else in float.
+
 Works on anything ``torch.fx.symbolic_trace`` can trace (every model in the zoo,
 and most CNNs written as plain modules).
 """
@@ -28,7 +41,7 @@ from torch import fx, nn
 from pipeline.errors import ModelLoadError
 from pipeline.quant.modules import QConv2d, QLinear, fold_bn
 from pipeline.quant.quantizers import ActQuantizer
-from pipeline.quant.scheme import BitScheme
+from pipeline.quant.scheme import BitScheme, LayerPlan, bits_name
 from pipeline.quant.settings import Profile
 
 PROFILES: tuple[str, ...] = get_args(Profile)  # ("deploy", "paper"): the qat.profile choices
@@ -186,30 +199,80 @@ def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
     return [a for a in node.args[: 2 if is_add else 1] if isinstance(a, fx.Node)]
 
 
-def _swap_layers(gm: fx.GraphModule, scheme: BitScheme, profile: QuantProfile) -> list[str]:
-    layer_nodes = [n for n in gm.graph.nodes if isinstance(_module(gm, n), (nn.Conv2d, nn.Linear))]
-    names = []
-    for i, node in enumerate(layer_nodes):
-        mod = _module(gm, node)
-        bits = scheme.weight_bits(i == 0, i == len(layer_nodes) - 1)
+def layer_names(gm: fx.GraphModule) -> list[str]:
+    """The conv/linear layers of a traced model, network order: the names ``qat.layer_bits`` patterns match."""
+    names: list[str] = []
+    for n in gm.graph.nodes:
+        if isinstance(_module(gm, n), (nn.Conv2d, nn.Linear)) and n.target not in names:
+            names.append(n.target)
+    return names
+
+
+def _swap_layers(gm: fx.GraphModule, plan: LayerPlan, scheme: BitScheme, profile: QuantProfile) -> None:
+    """Each planned layer becomes a QConv2d / QLinear with its own weight bits; float layers stay as they are."""
+    for name in plan.bits:
+        mod = gm.get_submodule(name)
+        bits = plan.weight_bits(name)
         cls = QConv2d if isinstance(mod, nn.Conv2d) else QLinear
         qmax = scheme.weight_qmax(bits) if profile.symmetric_weights else None
-        _set_module(gm, node.target, cls(mod, bits, profile.symmetric_weights, learn_scale=profile.symmetric_weights, qmax=qmax))
-        names.append(node.target)
-    return names
+        _set_module(gm, name, cls(mod, bits, profile.symmetric_weights, learn_scale=profile.symmetric_weights, qmax=qmax))
+
+
+def _readers(gm: fx.GraphModule, q: fx.Node, quantizer_nodes: set[fx.Node]) -> set[fx.Node]:
+    """The ops that read quantizer call ``q``'s output, looking through ops that keep it on its grid and repeated calls."""
+    out: set[fx.Node] = set()
+    todo, seen = list(q.users), set()
+    while todo:
+        user = todo.pop()
+        if user in seen:
+            continue
+        seen.add(user)
+        if user in quantizer_nodes or (user.op != "output" and _is(gm, user, _PASS_MODULES, _PASS_FUNCS, _PASS_METHODS)):
+            todo += list(user.users)
+        else:
+            out.add(user)
+    return out
+
+
+def _apply_act_bits(gm: fx.GraphModule, plan: LayerPlan, quantizer_nodes: set[fx.Node]) -> None:
+    """Give every activation quantizer the highest bits its readers ask: a quantized layer its planned activation bits,
+    any other reader (add, concat, pool, the model output, a float layer) the bits the quantizer was placed with."""
+    asks: dict[str, list[int]] = {}
+    for q in quantizer_nodes:
+        placed = gm.get_submodule(q.target).bits
+        for r in _readers(gm, q, quantizer_nodes):
+            layer = r.target if r.op == "call_module" and r.target in plan.bits else None
+            asks.setdefault(q.target, []).append(plan.act_bits(layer) if layer else placed)
+    for target, bits in asks.items():
+        gm.get_submodule(target).bits = max(bits)
+
+
+def _effective_bits(gm: fx.GraphModule, plan: LayerPlan, quantizer_nodes: set[fx.Node]) -> dict[str, str]:
+    """Each quantized layer's weight bits and the bits of the quantizer(s) feeding it, as the model now computes."""
+    feeding: dict[str, int] = {}
+    for q in quantizer_nodes:
+        for r in _readers(gm, q, quantizer_nodes):
+            if r.op == "call_module" and r.target in plan.bits:
+                feeding[r.target] = max(feeding.get(r.target, 0), gm.get_submodule(q.target).bits)
+    return {n: bits_name(plan.weight_bits(n), feeding.get(n, plan.act_bits(n))) for n in plan.layers if n in plan.bits}
 
 
 def quantize_model(model: nn.Module, scheme: BitScheme, profile: str | QuantProfile = "deploy") -> fx.GraphModule:
     """Return a fake-quant copy of ``model`` (a GraphModule); the original is untouched.
 
     Ranges are not initialised here: run :func:`pipeline.quant.calibrate.calibrate` on synthetic data.
+    ``scheme``'s layer patterns are resolved against the model's layers here: a pattern that matches no layer, or a
+    layer both float and given bits, is a :class:`~pipeline.errors.ConfigError` (the preflight finds it first).
     """
     prof = profile if isinstance(profile, QuantProfile) else QuantProfile.named(profile)
     gm = trace(model)
     folded = fold_batchnorm(gm) if prof.fold_bn else 0
-    layers = _swap_layers(gm, scheme, prof)
+    layers = layer_names(gm)
     if not layers:
         raise ModelLoadError("model has no Conv2d or Linear layer to quantize")
+    plan = scheme.resolve(layers)
+    _swap_layers(gm, plan, scheme, prof)
+    floats = set(plan.float_layers)
     ins = _Inserter(gm, prof)
     output_node = next(n for n in gm.graph.nodes if n.op == "output")
     if prof.act_placement == "after-relu":
@@ -220,11 +283,13 @@ def quantize_model(model: nn.Module, scheme: BitScheme, profile: str | QuantProf
         first_layer = layers[0]
         for node in list(gm.graph.nodes):
             kind = _anchor_kind(gm, node)
-            if kind is None:
+            island = kind is None and node.op == "call_module" and node.target in floats
+            if kind is None and not island:
                 continue
             is_first = node.op == "call_module" and node.target == first_layer
-            for value in _tensor_inputs(node):
-                ins.ensure_input(node, value, scheme.act_bits(is_first_input=is_first))
+            if not island:  # a float layer reads whatever it is given: a quantized tensor after an integer op, else float
+                for value in _tensor_inputs(node):
+                    ins.ensure_input(node, value, scheme.act_bits(is_first_input=is_first))
             out = node
             users = list(out.users)
             if len(users) == 1 and _is(gm, users[0], _ACT_MODULES, _ACT_FUNCS):
@@ -232,13 +297,18 @@ def quantize_model(model: nn.Module, scheme: BitScheme, profile: str | QuantProf
             if any(u in ins.quantizer_nodes for u in out.users):
                 continue
             feeds_output = output_node in out.users
+            if island and not feeds_output:
+                continue  # the integer op that reads a float layer's output quantizes it (ensure_input)
             # Model outputs (logits) are always quantized at 8 bits: what an int8 artifact hands back.
             ins.after(out, 8 if feeds_output else scheme.a_bits)
+    _apply_act_bits(gm, plan, ins.quantizer_nodes)
     gm.graph.lint()
     gm.recompile()
     gm.zsq_meta = {"profile": prof.name, "bits": scheme.name, "first_last_bits": scheme.first_last_bits,
                    "overflow_safe": scheme.overflow_safe and prof.symmetric_weights,
-                   "bn_folded": folded, "layers": layers, "act_quantizers": ins.count}
+                   "bn_folded": folded, "layers": layers, "act_quantizers": ins.count,
+                   "layer_bits": _effective_bits(gm, plan, ins.quantizer_nodes), "float_layers": list(plan.float_layers),
+                   "layer_patterns": {"layer_bits": dict(scheme.layer_bits), "float_layers": list(scheme.float_layers)}}
     return gm
 
 

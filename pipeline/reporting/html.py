@@ -3,8 +3,10 @@
 Sections, in the order a reader asks: the gates (each rule, its threshold and value, pass or fail, and the exit
 status the run implies); the artifacts (FP32 and integer side by side, status from the gates); trained vs
 deployed bits and why they differ; latency with its spread and a noisy mark; integer-vs-FP32 speed-ups (marked
-when a figure is noisy); device cold start and memory; sizes; accuracy and agreement; per-class agreement;
-per-layer SQNR; the QAT loss curve; stage timings; across runs the two Pareto views; device environment.
+when a figure is noisy); the slowest ops from each runtime's profiler (pipeline.reporting.ops); device cold start
+and memory; sizes; accuracy and agreement; accelerator choices per artifact (pipeline.reporting.accelerators);
+per-class agreement; per-layer SQNR; the worst layers quantized alone (pipeline.reporting.layers); the QAT loss
+curve; stage timings; across runs the two Pareto views; device environment.
 
 Nothing here decides a status: :mod:`pipeline.reporting.status` does, and the page only colours what it says
 (``pass``/``ok`` good, ``fail``/``mismatch`` bad, ``not gated``/``unchecked`` neutral). Every number a chart
@@ -20,6 +22,9 @@ from html import escape
 from pathlib import Path
 
 from pipeline.reporting import compare, svg
+from pipeline.reporting.accelerators import section as accelerator_choices
+from pipeline.reporting.layers import section as worst_layers
+from pipeline.reporting.ops import section as slowest_ops
 from pipeline.reporting.status import (artifact_status, device_label, device_noise, device_spread, device_status, host_noise,
                                        host_spread, kind, speedups)
 
@@ -261,7 +266,8 @@ def bits_explanation(report: dict) -> list[str]:
         elif t and d:
             tw, ta, dw, da = (int(x) for x in (*t.groups(), *d.groups()))
             if tw < 8:
-                qmax = notes.get("weight_qmax") or 2 ** (tw - 1) - 1
+                # weight_qmax is the widest layer's grid: with per-layer bits (8-bit layers in a W4 run) not the run's own
+                qmax = 2 ** (tw - 1) - 1 if notes.get("layer_bits") else notes.get("weight_qmax") or 2 ** (tw - 1) - 1
                 why.append(f"weights keep the trained {tw}-bit grid (integers within ±{qmax}) stored in int8 tensors: no CPU runtime "
                            "has a convolution kernel below 8 bits, so size and speed are those of int8")
             if ta < da:
@@ -270,6 +276,17 @@ def bits_explanation(report: dict) -> list[str]:
                            "\"agree FQ\" compares the artifact with it")
         if first_last:
             why.append(f"first and last layers at {first_last} bits (qat.first_last_bits)")
+        if ((qat.get("meta") or {}).get("layer_patterns") or {}).get("layer_bits") and notes.get("layer_bits"):
+            other = {layer: b for layer, b in notes["layer_bits"].items() if b != trained}
+            why.append(f"per-layer bits (qat.layer_bits): {', '.join(f'{layer} {b}' for layer, b in other.items())}; every other "
+                       f"quantized layer {trained}")
+        if notes.get("float_layers"):
+            islands, gate = notes["float_layers"], notes.get("integer_gate") or {}
+            share, outside = sum(d.get("share") or 0 for d in islands), gate.get("measured_share_outside_float_layers")
+            why.append(f"kept in float (qat.float_layers): {', '.join(d['name'] for d in islands)} ({share:.1%} of the MACs), each a "
+                       "float op between a dequantize and a quantize; the integer gate required "
+                       f"{gate.get('min_integer_coverage', 1.0):.0%} of the other MACs in integer"
+                       + (f" (measured {outside:.1%})" if outside is not None else ""))
         if notes.get("weight_grid"):
             why.append(f"weight grid: {notes['weight_grid']}")
         head = f"{name}: trained {trained}, deployed {deployed}" + (" (as trained)" if trained == deployed else "")
@@ -508,11 +525,14 @@ def render(reports: list[dict], title: str | None = None, command: str | None = 
     parts.append(_bits(reports, many))
     parts.append(_latency(reports))
     parts.append(_speedups(reports, many))
+    parts.append(slowest_ops(reports, many))
     parts.append(_cold(reports, many))
     parts.append(_sizes(reports, many))
     parts.append(_accuracy(reports, many))
+    parts.append(accelerator_choices(reports, many))
     parts.append(_per_class(reports, many))
     parts.append(_sqnr(reports, many))
+    parts.append(worst_layers(reports, many))
     parts.append(_qat(reports, many))
     parts.append(_stages(reports, many))
     if many:

@@ -29,6 +29,7 @@ import torch
 
 import runtimes
 from devices.reference import metrics
+from runtimes.profiling import op_profile, profile_line
 from pipeline import gates
 from pipeline.evaldata import digest
 from pipeline.quant.qat import predict
@@ -90,6 +91,21 @@ def layer_sqnr(teacher: torch.nn.Module, student: torch.nn.Module, x: torch.Tens
     return rows
 
 
+def layer_sensitivity(ctx: RunContext, teacher: torch.nn.Module, xh: torch.Tensor, fp: np.ndarray) -> dict:
+    """The ``sensitivity`` block (:mod:`pipeline.quant.sensitivity`): the run's fake-quant model built and calibrated as
+    the QAT stage starts (``qat`` section, the synthetic train set: why the stage's inputs hold it), each layer
+    quantized alone on the held-out set. A ``paper`` run has no integer layers to act on: the block says so."""
+    from pipeline.quant import sensitivity
+    from pipeline.stages.qat import build_student, scheme
+
+    q = ctx.cfg.qat
+    if q.profile != "deploy":
+        return sensitivity.skipped(scheme(ctx).name, f"qat.profile={q.profile}: per-layer sensitivity is measured for deploy runs only "
+                                                     "(a paper run makes no integer artifact to keep layers of at 8 bits)")
+    calib = torch.from_numpy(SyntheticSet.load(ctx.layout.train_set).images[: q.calib_images])
+    return sensitivity.for_student(build_student(ctx), teacher, calib, xh, q.act_init, q.seed, fp, ctx.log)
+
+
 def write_bench_bundle(ctx: RunContext, images: np.ndarray, fp: np.ndarray, fq: np.ndarray | None, arts: list[tuple]) -> None:
     """``bench/``: reference inputs, FP and fake-quant outputs, and each artifact's tolerance (host agreement − margin)."""
     from devices.bundle import write_bundle
@@ -110,6 +126,8 @@ def write_bench_bundle(ctx: RunContext, images: np.ndarray, fp: np.ndarray, fq: 
             "reference": kind, "precision": art.precision,
             # the device flags full-range 8-bit weights on a CPU whose u8×s8 kernels saturate (pipeline/quant/overflow.py)
             "weight_qmax": art.notes.get("weight_qmax"),
+            # with declared float layers the artifact is not 100 % integer by design: the device compares with the host's reading
+            "integer_share": round(art.coverage.share, 6) if art.notes.get("float_layers") and art.coverage else None,
             "host": {k: host[k] for k in ("top1_agreement", "max_abs_diff", "mean_abs_diff", "kl") if k in host},
             "tolerance": {"min_top1_agreement": round(max(0.0, host["top1_agreement"] - AGREEMENT_MARGIN), 6),
                           "max_abs_diff": 2 * host["max_abs_diff"] + slack, "output_scale": lsb},
@@ -186,6 +204,7 @@ def measure(ctx: RunContext) -> dict:
     if result["layers"]:
         worst = min(result["layers"], key=lambda r: r["sqnr_db"] if r["sqnr_db"] is not None else float("inf"))
         ctx.log(f"  per-layer SQNR over {len(result['layers'])} layers: lowest {worst['sqnr_db']} dB at {worst['name']}")
+    result["sensitivity"] = layer_sensitivity(ctx, teacher, xh, fp)
     settings = c.bench_settings()
     bundle_arts = []
     for art in load_artifacts(ctx):
@@ -208,6 +227,16 @@ def measure(ctx: RunContext) -> dict:
             entry["latency"]["threads"] = c.threads
             if entry["latency"]["noisy"]:
                 ctx.log(f"  {art.path.name}: host latency is noisy ({entry['latency']['noise_reason']}): not a speed-up figure")
+            entry["op_profile"] = op_profile(pred, feeds)  # the runtime's own per-op figures (runtimes/profiling.py)
+            ctx.log(f"  {art.path.name}: {profile_line(entry['op_profile'])}")
+        if c.accelerators:  # the same checks on each other accelerator asked for (check.accelerators, pipeline/accelerators.py)
+            from pipeline.accelerators import measure_artifact
+
+            refs = {"fp": fp, "fake_quant": fq if deployable else None, "default": out}
+            found, notes = measure_artifact(art, pred.runtime, c.accelerators, holdout.images, refs, c.threads,
+                                            ctx.cfg.export.min_integer_coverage, ctx.log)
+            entry.update({"accelerators": found} if found else {})
+            result["warnings"] += notes
         warning = saturation_flag(pred.runtime, art.notes.get("weight_qmax"), host_isa)
         if warning:  # this host's own check is then not what the artifact computes on a VNNI x86 or ARM
             result["warnings"].append(f"{art.path.name}: {warning}")
@@ -288,14 +317,18 @@ def outputs(ctx: RunContext) -> list[Path]:
 def inputs(ctx: RunContext) -> list[Path]:
     from pipeline.stages.export import outputs as export_outputs
 
-    return [ctx.layout.holdout_set, *export_outputs(ctx)]
+    # the train set: the per-layer sensitivity calibrates on it (pipeline/quant/sensitivity.py)
+    return [ctx.layout.holdout_set, ctx.layout.train_set, *export_outputs(ctx)]
 
 
 def key_extra(ctx: RunContext) -> dict:
     """``--eval-data`` as a digest of what the loader reads, folder or file (the runner's input hashes take files only):
     an edited, added or moved image re-runs the check; a dot entry or a non-image file does not."""
     data = ctx.cfg.check.eval_data
-    return {"eval_data": digest(data, ctx.cfg.check.eval_transform)} if data else {}
+    extra = {"eval_data": digest(data, ctx.cfg.check.eval_transform)} if data else {}
+    if ctx.cfg.check.accelerators:  # each choice's integer gate is judged on this export setting (pipeline/accelerators.py)
+        extra["min_integer_coverage"] = ctx.cfg.export.min_integer_coverage
+    return extra
 
 
 __all__ = ["run"]

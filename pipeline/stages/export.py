@@ -31,6 +31,11 @@ def _log_integer(ctx: RunContext, art: Artifact) -> None:
         kernels += "; float: " + ", ".join(f"{v} {k}" for k, v in sorted(cov.float_kernels.items()))
     detail = f" (hint {art.notes['precision_hint']})" if "precision_hint" in art.notes else ""
     detail += f", {art.notes['mode']}" if "mode" in art.notes else ""
+    gate = art.notes.get("integer_gate") or {}
+    if art.notes.get("float_layers") and "measured_share_outside_float_layers" in gate:  # float islands: what the gate judged
+        names = ", ".join(d["name"] for d in art.notes["float_layers"])
+        kernels += (f"; float layers {names} ({gate['float_layer_share']:.1%} of MACs) run in float by design, "
+                    f"{gate['measured_share_outside_float_layers']:.1%} of the other MACs in integer")
     ctx.log(f"  {art.path.name}: {art.size_bytes / 1e6:.2f} MB, {cov.share:.1%} of MACs in integer on {cov.runtime}{detail} ({kernels})")
 
 

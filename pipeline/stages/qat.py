@@ -39,12 +39,55 @@ def build_student(ctx: RunContext) -> torch.nn.Module:
 
 
 def load_student(ctx: RunContext) -> torch.nn.Module:
+    """The trained student: the graph rebuilt from the config (the same surgery, so the same per-layer bits and float
+    layers: ``zsq_meta`` is not in the state dict), checked against the record the qat stage wrote, then its weights
+    and ranges loaded.
+
+    The qat stage's key covers the ``qat`` section, so ``qat/student.pt`` was trained as this very graph; a student
+    from another plan (copied in by hand) would load into the wrong graph or not at all: that is one line saying so."""
     def make() -> torch.nn.Module:
         student = build_student(ctx)
-        student.load_state_dict(torch.load(ctx.layout.student, map_location="cpu", weights_only=True))
+        trained = _trained_meta(ctx)
+        differs = [k for k in _SAME_GRAPH if k in trained and trained[k] != student.zsq_meta.get(k)]
+        try:
+            if not differs:
+                student.load_state_dict(torch.load(ctx.layout.student, map_location="cpu", weights_only=True))
+        except RuntimeError:
+            differs = ["its layers"]
+        if differs:
+            from pipeline.errors import UserError
+
+            raise UserError(f"{ctx.layout.student} was trained as another model than this config builds ({', '.join(differs)} differ): "
+                            "redo the qat stage (--from qat)")
         return student.eval()
 
     return ctx.memo("student", make)
+
+
+# What the surgery records (zsq_meta) that decides the graph and its grids: equal in qat.json and in the rebuilt student.
+_SAME_GRAPH = ("bits", "first_last_bits", "overflow_safe", "layer_bits", "float_layers")
+
+
+def _trained_meta(ctx: RunContext) -> dict:
+    """The surgery's record (``zsq_meta``) the qat stage wrote into qat.json, or {} when there is none to read."""
+    import json
+
+    try:
+        return dict(json.loads(ctx.layout.qat_metrics.read_text()).get("meta") or {})
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
+def per_layer_summary(meta: dict) -> str:
+    """The layers' bits and float layers in one line: the run's own bits by count, the others by name."""
+    groups: dict[str, list[str]] = {}
+    for layer, bits in (meta.get("layer_bits") or {}).items():
+        groups.setdefault(bits, []).append(layer)
+    base = meta.get("bits")
+    parts = [f"{len(groups.pop(base))} layers {base}"] if base in groups else []
+    parts += [f"{bits}: {', '.join(names)}" for bits, names in groups.items()]
+    floats = meta.get("float_layers") or []
+    return "per-layer bits: " + "; ".join(parts) + (f"; float: {', '.join(floats)}" if floats else "")
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -68,6 +111,8 @@ def run(ctx: RunContext) -> None:
     xh = torch.from_numpy(holdout.images)
     torch.manual_seed(q.seed)
     student = place.model(build_student(ctx))
+    if scheme(ctx).per_layer:
+        ctx.log(f"  {per_layer_summary(student.zsq_meta)}")
     t0 = time.time()
     method_name = train.meta.get("method", ctx.cfg.synthesis.method)
     method = create_method(method_name, train.meta.get("options", ctx.cfg.synthesis.options), place)
@@ -89,9 +134,12 @@ def run(ctx: RunContext) -> None:
     # its zip writer turns a full disk into a RuntimeError
     atomic.write_via(ctx.layout.ensure(ctx.layout.student), lambda f: torch.save(state, f))
     sch = scheme(ctx)
+    from pipeline.quant.prepare import quant_layers
+
+    grid = sch.describe_weight_grid(m.wq.bits for m in quant_layers(student))  # the widths the layers got, not the patterns'
     write_json(ctx.layout.ensure(ctx.layout.qat_metrics), {
         "scheme": sch.name, "profile": q.profile, "overflow_fix": q.overflow_fix,
-        "overflow_safe": sch.overflow_safe, "weight_grid": sch.weight_grid, "method": method_name, "steps": len(losses), "meta": student.zsq_meta, "seconds": round(time.time() - t0, 2),
+        "overflow_safe": sch.overflow_safe, "weight_grid": grid, "method": method_name, "steps": len(losses), "meta": student.zsq_meta, "seconds": round(time.time() - t0, 2),
         "holdout_agreement_after_init": start, "holdout_agreement_after_qat": end,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "loss_curve": [round(v, 5) for v in losses[:: max(1, len(losses) // 100)]],

@@ -154,6 +154,9 @@ def summary(report: dict) -> str:
         if cov:
             kernels = ", ".join(f"{v} {k}" for k, v in sorted(cov["int_kernels"].items()) if k not in ("QuantizeLinear", "DequantizeLinear"))
             lines.append(f"integer coverage {art['path']}: {cov['share'] * 100:.1f}% of MACs on {cov['runtime']} ({kernels})")
+    from pipeline.accelerators import summary_lines as accelerator_lines
+
+    lines += accelerator_lines(check)  # each non-default accelerator choice checked: what ran, agreement, integer share
     for w in check.get("warnings") or []:
         lines.append(f"warning (host check): {w}")
     for d in report.get("devices") or []:
@@ -178,6 +181,12 @@ def summary(report: dict) -> str:
         lines.append(f"int vs FP32 on {s['device']} ({s['runtime']}, {s['threads']}T): {s['speedup']:.2f}x "
                      f"({s['fp32_p50_ms']:.3f} → {s['int_p50_ms']:.3f} ms p50)"
                      + (f" NOISY, not a speed-up to quote: {s['why']}" if s.get("noisy") else ""))
+    from pipeline.reporting.layers import summary_lines
+
+    lines += summary_lines(report)  # the worst layers and the --layer-bits flags that keep them at 8 bits
+    from pipeline.reporting.ops import summary_lines as slowest_ops
+
+    lines += slowest_ops(report)  # per artifact and place, what its runtime's profiler says takes the time
     lines += gate_lines(report)
     return "\n".join(lines)
 
