@@ -407,14 +407,14 @@ def test_report_renders_in_headless_chromium(report_run, tmp_path):
     assert ("ok", "pass") in statuses and ("neutral", "not gated") in statuses and all(
         k == {"pass": "ok", "ok": "ok", "fail": "bad", "mismatch": "bad"}.get(w, "neutral") for k, w in statuses)
     png = tmp_path / "report.png"
-    shot = subprocess.run([*common, "--window-size=1200,2400", f"--screenshot={png}", url], capture_output=True, text=True, timeout=180)
+    shot = subprocess.run([*common, "--window-size=1200,4800", f"--screenshot={png}", url], capture_output=True, text=True, timeout=180)
     assert shot.returncode == 0 and png.exists(), shot.stderr[-500:]
     from PIL import Image
 
     import numpy as np
 
     img = Image.open(png).convert("RGB")
-    assert img.size == (1200, 2400)
+    assert img.size == (1200, 4800)  # the whole page down to the per-layer charts
     px = np.asarray(img).astype(int)
     colored = ((np.abs(px[..., 0] - px[..., 1]) > 40) | (np.abs(px[..., 1] - px[..., 2]) > 40)).sum()  # bars, boxes, the SQNR line
     assert colored > 5000
