@@ -90,7 +90,7 @@ def run_all(args) -> None:
     npz = out.parent / "fmnist_t10k.npz"
     if not npz.exists():
         np.savez(npz, images=x, labels=y)
-    for seed in args.seeds:
+    for seed in [] if args.latency_only else args.seeds:
         first = root / f"seed{seed}-{args.bits[0]}-uniform"  # the seed's first run: the others reuse its synthetic sets
         for bits in args.bits:
             rank_rows = None
@@ -104,7 +104,7 @@ def run_all(args) -> None:
                 run = root / f"seed{seed}-{bits}-{variant}"
                 if run != first:
                     share_synthesis(first, run)
-                sets = {"qat.bits": bits, "export.targets": TARGETS, "check.eval_data": str(npz), "check.bench": False,
+                sets = {"qat.bits": bits, "export.targets": args.targets, "check.eval_data": str(npz), "check.bench": False,
                         "synthesis.seed": seed, "qat.seed": seed, "synthesis.holdout_seed": seed + 1000,
                         "qat.layer_bits": {name: "w8a8" for name in layers}}
                 _log(f"== seed {seed} {bits} {variant}: layers at 8 bits {layers or 'none'}")
@@ -156,8 +156,10 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}"
 
 
-def render(path: Path) -> str:
-    data = json.loads(path.read_text())
+def render(*paths: Path) -> str:
+    """Markdown of one or more results files (one per process, e.g. a seed run apart), rows and latency merged."""
+    loaded = [json.loads(Path(p).read_text()) for p in paths if Path(p).exists()]
+    data = {"rows": [r for d in loaded for r in d["rows"]], "latency": [r for d in loaded for r in d.get("latency", [])]}
     rows = data["rows"]
     lines = []
     fp = rows[0]["fp_accuracy"] if rows else None
@@ -177,7 +179,7 @@ def render(path: Path) -> str:
                      for rt in runtimes_seen}
             layers = next((r["layers_at_8"] for r in mine if r["seed"] == seeds[0]), mine[0]["layers_at_8"])
             cells = [bits, variant, ", ".join(f"`{n}`" for n in layers) or "none", _mean_std([r["fake_quant_accuracy"] for r in mine]) + f" (n={len(mine)})"]
-            cells += [_mean_std([a["accuracy"] for a in by_rt[rt]]) for rt in runtimes_seen]
+            cells += [_mean_std([a["accuracy"] for a in by_rt[rt]]) + f" (n={len(by_rt[rt])})" for rt in runtimes_seen]
             cells += [f"{statistics.mean(a['size_bytes'] for a in by_rt[rt]) / 1024:.1f}" if by_rt[rt] else "-" for rt in runtimes_seen]
             lines.append("| " + " | ".join(cells) + " |")
     if data.get("latency"):
@@ -202,13 +204,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bits", nargs="+", default=["w4a4", "w3a3"])
     p.add_argument("--keep", type=int, default=3, help="layers kept at 8 bits by the sensitive and least variants")
     p.add_argument("--budget", default="fast")
+    p.add_argument("--targets", nargs="+", default=TARGETS, help="export targets of every run (default: all three)")
     p.add_argument("--latency-seed", type=int, default=0, help="seed whose artifacts are timed (after all runs)")
     p.add_argument("--trials", type=int, default=5)
+    p.add_argument("--latency-only", action="store_true", help="time the finished runs of --latency-seed; start no run")
     p.add_argument("--out", default="/work/scratch/mixed/bench.json")
-    p.add_argument("--render", metavar="JSON", help="print the markdown of a results file and exit")
+    p.add_argument("--render", metavar="JSON", nargs="+", help="print the markdown of results files (merged) and exit")
     args = p.parse_args(argv)
     if args.render:
-        print(render(Path(args.render)))
+        print(render(*map(Path, args.render)))
         return 0
     os.environ.setdefault("ZSQ_QUIET", "1")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
