@@ -324,3 +324,17 @@ def test_bad_transform_is_a_one_line_config_error(tmp_path, capsys, clean_output
     assert main(["run", "--dry-run", "--set", "check.eval_transform=center-crop:1.5", "--out", str(tmp_path / "run")]) == 3
     err = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
     assert len(err) == 1 and err[0].startswith("error: check.eval_transform (--eval-transform) 'center-crop:1.5'"), err
+
+
+def test_a_refused_choice_is_one_line_even_through_the_libraries_teardown(tmp_path):
+    """LiteRT's C++ destructors print "INFO: [accelerator_registry.cc] DestroyAccelerator" after Python's atexit; without -v
+    they must not reach the terminal after the one-line error (they did: six lines after every LiteRT accelerator probe)."""
+    from runtimes.accelerators import available
+
+    if "gpu" in available("litert"):
+        pytest.skip("this host has a LiteRT GPU accelerator: the refusal cannot be shown here")
+    res = subprocess.run([sys.executable, "-m", "pipeline", "run", "--runtime-accelerator", "litert:gpu", "--target", "tflite",
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 3, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: litert delegate 'gpu' is not available") and "available: xnnpack" in lines[0], lines

@@ -70,6 +70,7 @@ class _State:
     log: TextIO | None = None
     filter: subprocess.Popen | None = None
     real_stderr: int | None = None  # a descriptor of the stderr fd 2 was before the filter took it
+    drops_noise: bool = False  # the filter drops the libraries' lines (not -v): so does the process's teardown
 
 
 _state = _State()
@@ -228,18 +229,27 @@ def _filter_native_stderr(drop: tuple[str, ...]) -> None:
     os.dup2(w, 2)  # C++ libraries and child processes now write into the filter
     os.close(w)
     sys.stderr = open(os.dup(real), "w", encoding=encoding, errors=errors, buffering=1)  # Python's messages: direct
-    _state.filter, _state.real_stderr = proc, real
+    _state.filter, _state.real_stderr, _state.drops_noise = proc, real, bool(drop)
     atexit.register(_drain)
 
 
 def _drain() -> None:
-    """At exit: hand fd 2 back and let the filter pass on what is left, so nothing arrives after the shell prompt."""
+    """At exit: hand fd 2 back and let the filter pass on what is left, so nothing arrives after the shell prompt.
+
+    Without ``-v``, fd 2 goes to /dev/null instead of the terminal: what native code writes after this point is the
+    libraries' teardown (LiteRT's "INFO: [accelerator_registry.cc] DestroyAccelerator" lines from C++ destructors),
+    which the filter would have dropped. Python's own messages go to ``sys.stderr``, a separate descriptor."""
     proc, real = _state.filter, _state.real_stderr
     if proc is None or real is None:
         return
     _state.filter = _state.real_stderr = None
     try:
-        os.dup2(real, 2)
+        if _state.drops_noise:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 2)
+            os.close(null)
+        else:
+            os.dup2(real, 2)
         os.close(real)
         proc.wait(timeout=2)  # a child process still holding the pipe keeps it open: do not wait for that one
     except (OSError, subprocess.TimeoutExpired):
