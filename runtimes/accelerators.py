@@ -397,20 +397,14 @@ def describe() -> dict[str, dict[str, object]]:
 def coverage(path: str | Path, sample, threads: int = 1, accelerator: Choice | str | None = None) -> dict:
     """The integer coverage of the artifact at ``path`` as its runtime executes it with ``accelerator`` (default: its
     default path), as a dict (``IntegerCoverage.to_dict()`` plus what the reader could see of the accelerator)."""
-    import importlib
-
+    from runtimes.coverage import accelerator_view, read_coverage
     from runtimes.formats import format_of
 
-    info = format_of(path)
-    choice = default(info.runtime) if accelerator is None else require(accelerator, info.runtime)
-    module, fn = info.coverage.split(":")
-    reader = getattr(importlib.import_module(module), fn)
-    extra = getattr(importlib.import_module(module), "accelerator_view", None)
-    cov = reader(Path(path), sample, threads, accelerator=choice.name)
-    out = cov.to_dict()
+    runtime = format_of(path).runtime
+    choice = default(runtime) if accelerator is None else require(accelerator, runtime)
+    out = read_coverage(path, sample, threads, accelerator=choice.name).to_dict()
     out["accelerator"] = str(choice)
-    if extra is not None:  # what the reader can see of the accelerator beyond op types (partitions, providers per node)
-        out.update(extra(Path(path), sample, threads, choice.name))
+    out.update(accelerator_view(path, sample, threads, choice.name))
     return out
 
 

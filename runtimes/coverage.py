@@ -172,11 +172,27 @@ def elementwise_macs(out: list[int] | None) -> int:
     return max(prod(out), 1) if out else 1
 
 
-def read_coverage(path: str | Path, sample: np.ndarray, threads: int = 1) -> IntegerCoverage:
-    """The integer coverage of the artifact at ``path`` as its runtime executes ``sample`` (one input, the artifact's layout)."""
+def _reader_module(path: str | Path):
+    """The module that reads coverage for the artifact at ``path`` (by its suffix), and its reader's name."""
     import importlib
 
     from runtimes.formats import format_of
 
     module, fn = format_of(path).coverage.split(":")
-    return getattr(importlib.import_module(module), fn)(Path(path), sample, threads)
+    return importlib.import_module(module), fn
+
+
+def read_coverage(path: str | Path, sample: np.ndarray, threads: int = 1, accelerator: str | None = None) -> IntegerCoverage:
+    """The integer coverage of the artifact at ``path`` as its runtime executes ``sample`` (one input, the artifact's
+    layout), on ``accelerator`` (the runtime's own name for it, :mod:`runtimes.accelerators`) or its default path."""
+    module, fn = _reader_module(path)
+    options = {} if accelerator is None else {"accelerator": accelerator}
+    return getattr(module, fn)(Path(path), sample, threads, **options)
+
+
+def accelerator_view(path: str | Path, sample: np.ndarray | None, threads: int, accelerator: str) -> dict:
+    """What the artifact's reader can see of ``accelerator`` beyond op types (partitions, providers per node); ``{}``
+    where its runtime shows nothing more."""
+    module, _ = _reader_module(path)
+    view = getattr(module, "accelerator_view", None)
+    return {} if view is None else view(Path(path), sample, threads, accelerator)

@@ -44,6 +44,8 @@ class OrtPredictor:
 
         self.path = Path(path)
         self.accelerator = f"onnxruntime:{accelerator}"  # what was asked (runtimes/accelerators.py)
+        # how the session was set up, for a second session like it (runtimes/profiling.py's profiled one)
+        self.options = {"threads": threads, "opt_level": opt_level}
         self.session = ort.InferenceSession(str(path), session_options(threads, opt_level, optimized_path, profile_prefix),
                                             providers=[accelerator])
         # what executes: ORT falls back to the CPU provider, silently, when the one asked for fails to load

@@ -140,32 +140,17 @@ def _ort_precision(op: str, inputs: list[tuple[str, list[int]]]) -> str | None:
     return f"{act}×{_short(weight)}" if weight else act
 
 
-def _ort_session_options(pred, prefix: str):
-    """A fresh SessionOptions like the caller's (threads, execution mode, optimisation level), with profiling on.
-
-    ``get_session_options`` hands back the caller's own object: setting profiling on it would change the caller's
-    session state, and its ``optimized_model_filepath`` would make this session rewrite the saved proof graph.
-    """
-    import onnxruntime as ort
-
-    src = pred.session.get_session_options()
-    so = ort.SessionOptions()
-    for attr in ("intra_op_num_threads", "inter_op_num_threads", "execution_mode", "graph_optimization_level",
-                 "log_severity_level", "enable_cpu_mem_arena", "enable_mem_pattern"):
-        setattr(so, attr, getattr(src, attr))
-    so.enable_profiling = True
-    so.profile_file_prefix = prefix
-    return so
-
-
 def _onnxruntime(pred, feeds: dict[str, np.ndarray], runs: int, warmup: int) -> OpProfile:
     import onnxruntime as ort
 
+    from runtimes.onnxruntime_backend import session_options
     from runtimes.onnxruntime_coverage import trace_kernels, trace_runs
 
     providers = pred.session.get_providers()
     with tempfile.TemporaryDirectory(prefix="zsq-ort-profile-") as tmp:
-        so = _ort_session_options(pred, os.path.join(tmp, "ort"))
+        # a session of its own, set up like the caller's: profiling switched on in the caller's SessionOptions would
+        # change its session, and its optimized_model_filepath would make this one rewrite the saved proof graph
+        so = session_options(**pred.options, profile_prefix=os.path.join(tmp, "ort"))
         try:
             opts = pred.session.get_provider_options()
             session = ort.InferenceSession(str(pred.path), so, providers=providers, provider_options=[opts.get(p, {}) for p in providers])
