@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     res = json.loads(out.read_text()) if out.exists() else {"runs": []}
     done = {(r["method"], r["bits"], r["seed"]) for r in res["runs"]}
+    tag = f" [{args.tag}]" if args.tag else ""
     teacher, card = load_teacher(args.model_dir)
     xt, yt = load_split("test")
     xtr, ytr = load_split("train")
@@ -98,7 +99,10 @@ def run(args: argparse.Namespace) -> None:
     yt = yt[: args.test_limit] if args.test_limit else yt
     if "fp_accuracy" not in res:
         res["fp_accuracy"] = accuracy(teacher, xt_t, yt)
-    res["command"] = "python -m benchmarks.methods " + " ".join(sys.argv[1:])
+    res.setdefault("commands", [])
+    command = "python -m benchmarks.methods " + " ".join(sys.argv[1:])
+    if command not in res["commands"]:
+        res["commands"].append(command)
     res["budget"] = args.budget
     res["threads"] = args.threads
     res["test_images"] = int(len(yt))
@@ -113,12 +117,18 @@ def run(args: argparse.Namespace) -> None:
     print(f"FP accuracy {res['fp_accuracy']:.4f}", flush=True)
     for seed in args.seeds:
         for method in [*args.methods, REAL] if args.real else args.methods:
-            todo = [b for b in args.bits if (method, b, seed) not in done]
+            label = method + tag
+            todo = [b for b in args.bits if (label, b, seed) not in done]
             if not todo:
                 continue
             name = "bn-inversion" if method == REAL else method
-            cfg = build_config(args.budget, cli={"synthesis.method": name, "synthesis.seed": seed, "qat.seed": seed,
-                                                 "synthesis.holdout_seed": seed + 1000}, sets=args.set)
+            cli = {"synthesis.method": name, "synthesis.seed": seed, "qat.seed": seed, "synthesis.holdout_seed": seed + 1000,
+                   "qat.profile": args.profile}
+            if args.protocol:  # the method's published optimisers without the paper quantizer
+                from pipeline.synthesis.base import method_protocol
+
+                cli.update(method_protocol(name))
+            cfg = build_config(args.budget, cli=cli, sets=args.set)
             strategy = create_method(name, cfg.synthesis.options)
             t0 = time.time()
             if method == REAL:  # the upper bound: the default KD loop on real training images, same steps and batch
@@ -132,7 +142,7 @@ def run(args: argparse.Namespace) -> None:
             synth_s = time.time() - t0
             for bits in todo:
                 torch.manual_seed(seed)
-                student = quantize_model(teacher, BitScheme.parse(bits, None), QuantProfile.named("deploy"))
+                student = quantize_model(teacher, BitScheme.parse(bits, None), QuantProfile.named(cfg.qat.profile, cfg.qat.act_range))
                 job = QATJob(student, teacher, card, pool, _settings(cfg), seed=seed, calib_images=cfg.qat.calib_images)
                 t1 = time.time()
                 strategy.calibrate(job)
@@ -141,7 +151,8 @@ def run(args: argparse.Namespace) -> None:
                 losses = strategy.train(job)
                 qat_s = time.time() - t2 + (t2 - t1 if not args.init_acc else 0.0)
                 acc = accuracy(student, xt_t, yt)
-                row = {"method": method, "bits": bits, "seed": seed, "accuracy": acc, "accuracy_after_calibration": acc_init,
+                row = {"method": label, "bits": bits, "seed": seed, "accuracy": acc, "accuracy_after_calibration": acc_init,
+                       "profile": cfg.qat.profile, "optimizer": cfg.qat.optimizer, "sets": list(args.set), "protocol": args.protocol,
                        "synth_seconds": round(synth_s, 1), "qat_seconds": round(qat_s, 1), "steps": len(losses),
                        "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None}
                 res["runs"].append(row)
@@ -153,7 +164,9 @@ def render(path: Path) -> str:
     res = json.loads(Path(path).read_text())
     runs = res["runs"]
     bits = sorted({r["bits"] for r in runs}, key=lambda b: -int(b[1:].split("a")[0]))
-    methods = [m for m in (*METHODS, REAL) if any(r["method"] == m for r in runs)]
+    order = {m: i for i, m in enumerate((*METHODS, REAL))}  # each method's variants ([tag]) right after it
+    labels = list(dict.fromkeys(r["method"] for r in runs))
+    methods = sorted(labels, key=lambda m: (order.get(m.split(" [")[0], len(order)), labels.index(m)))
 
     def cell(m: str, b: str, key: str = "accuracy") -> str:
         v = [r[key] for r in runs if r["method"] == m and r["bits"] == b and r.get(key) is not None]
@@ -197,6 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the budget for every method, as `pipeline run --set` (an ablation; recorded in the JSON)")
     p.add_argument("--init-acc", action="store_true", help="also measure accuracy right after calibration")
+    p.add_argument("--profile", choices=["deploy", "paper"], default="deploy",
+                   help="the quantizer protocol; paper also applies each method's published optimisers (its PROTOCOL)")
+    p.add_argument("--protocol", action="store_true",
+                   help="apply each method's published optimisers (its PROTOCOL) under the deploy quantizer")
+    p.add_argument("--tag", help="a variant's name: rows are '<method> [TAG]' (an ablation, a protocol), kept apart from the plain rows")
     p.add_argument("--out", default="/work/scratch/methods/bench.json")
     p.add_argument("--model-dir", help="directory with fmnist_resnet20.pt/.json to use instead of the bundled weights")
     p.add_argument("--render", metavar="JSON", help="print the markdown table of a results file and exit")

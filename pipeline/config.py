@@ -1,7 +1,7 @@
 """Run configuration: frozen dataclasses, one per concern, parsed once at the CLI edge.
 
-Precedence: defaults < ``budget`` preset < YAML file (``--config``) < CLI flags
-< ``--set section.key=value``. Unknown keys fail with the closest valid name;
+Precedence: defaults < ``budget`` preset < the method's ``PROTOCOL`` when ``qat.profile`` is ``paper``
+< YAML file (``--config``) < CLI flags < ``--set section.key=value``. Unknown keys fail with the closest valid name;
 values are converted to the field's type, and a closed choice (a ``Literal`` field)
 fails with its valid values and the closest one. Every number is checked
 in one place too: a field typed ``Annotated[int, Range(1)]`` (the aliases :data:`Count`, :data:`Steps`,
@@ -33,7 +33,7 @@ from pipeline.errors import ConfigError
 from pipeline.quant import overflow
 from pipeline.quant.overflow import OverflowMode
 from pipeline.quant.scheme import BitScheme
-from pipeline.quant.settings import Accelerator, ActInit, ActRange, Precision, Profile, QATSettings
+from pipeline.quant.settings import Accelerator, ActInit, ActRange, LRSchedule, Optimizer, Precision, Profile, QATSettings
 from runtimes.benchmark import HOST_CHECK, BenchSettings
 
 CONFIG_VERSION = 1
@@ -131,7 +131,7 @@ class QATConfig:
     # auto | on | off: 8-bit weights on ±63 so that u8×s8 int8 kernels of x86 CPUs without VNNI cannot saturate
     # (pipeline/quant/overflow.py); auto = on when an onnx or openvino artifact gets 8-bit weights
     overflow_fix: OverflowMode = "auto"
-    act_range: ActRange = "learned"
+    act_range: ActRange = "auto"  # auto: the profile's own (deploy learned, paper ema); QuantProfile.named resolves it
     act_init: ActInit = "mse"
     calib_images: Count = 256
     # The training loop's settings: defaults from QATSettings (their one source), handed back by settings().
@@ -139,6 +139,15 @@ class QATConfig:
     batch_size: Count = QATSettings.batch_size
     lr: Rate = QATSettings.lr  # > 0: to leave the weights alone, run qat.steps=0 (calibration only)
     quant_lr: Rate = QATSettings.quant_lr
+    # The Q optimiser and its schedule (QATSettings says why Adam/cosine is the default); the paper profile applies
+    # the method's published ones (its PROTOCOL, pipeline/synthesis/methods/), which these keys override in turn
+    optimizer: Optimizer = QATSettings.optimizer
+    momentum: Fraction = QATSettings.momentum
+    nesterov: bool = QATSettings.nesterov
+    weight_decay: NonNegative = QATSettings.weight_decay
+    lr_schedule: LRSchedule = QATSettings.lr_schedule
+    lr_milestones: list[Steps] = field(default_factory=list)  # multistep: Q steps where the rates are multiplied by lr_gamma
+    lr_gamma: Annotated[float, Range(0, 1, open_lo=True)] = QATSettings.lr_gamma
     temperature: Rate = QATSettings.temperature
     ce_weight: NonNegative = QATSettings.ce_weight
     ema_freeze_step: Steps = QATSettings.ema_freeze_step
@@ -149,6 +158,10 @@ class QATConfig:
         # the layer choices as the scheme normalised them ({"fc": 8} → {"fc": "w8a8"}): one spelling in config.json and keys
         object.__setattr__(self, "layer_bits", dict(self.scheme.layer_bits))
         object.__setattr__(self, "float_layers", list(self.scheme.float_layers))
+        object.__setattr__(self, "lr_milestones", sorted(self.lr_milestones))
+        if self.nesterov and self.optimizer == "sgd" and not self.momentum:
+            raise ConfigError("qat.nesterov needs qat.momentum > 0 (Nesterov momentum without momentum is plain SGD): "
+                              "set qat.momentum=0.9 or qat.nesterov=false")
 
     @functools.cached_property
     def scheme(self) -> BitScheme:
@@ -158,7 +171,8 @@ class QATConfig:
 
     def settings(self) -> QATSettings:
         """The QAT loop's settings: this section's values of every QATSettings field it has, defaults for the rest."""
-        return QATSettings(**{name: getattr(self, name) for name in _QAT_LOOP_FIELDS})
+        values = {name: getattr(self, name) for name in _QAT_LOOP_FIELDS}
+        return QATSettings(**{**values, "lr_milestones": tuple(self.lr_milestones)})
 
 
 @dataclass(frozen=True)
@@ -548,6 +562,14 @@ def _user_options(layers: list[dict[str, Any]]) -> dict[str, Any] | None:
     return user
 
 
+def with_protocol(preset: dict[str, Any], protocol: dict[str, Any]) -> dict[str, Any]:
+    """``preset`` with a method's protocol over it: its keys win, its ``synthesis.options`` extend the preset's."""
+    out = {**preset, **{k: v for k, v in protocol.items() if k != "synthesis.options"}}
+    if "synthesis.options" in protocol:
+        out["synthesis.options"] = {**preset.get("synthesis.options", {}), **protocol["synthesis.options"]}
+    return out
+
+
 def build_config(budget: str = "default", yaml_path: Path | None = None, cli: dict[str, Any] | None = None,
                  sets: list[str] | None = None) -> RunConfig:
     parsed: dict[str, Any] = {}
@@ -565,7 +587,8 @@ def build_config(budget: str = "default", yaml_path: Path | None = None, cli: di
         return cfg
 
     _check_budget(budget)  # a misspelt budget first, whatever else is wrong
-    method = resolve({}).synthesis.method  # a per-method budget: the method may come from any layer
+    first = resolve({})
+    method = first.synthesis.method  # a per-method budget: the method may come from any layer
     if budget in BUDGETS:
         preset = dict(BUDGETS[budget])
         if method != DEFAULT_METHOD:  # generic budgets' options are bn-inversion's: use the method's fast ones
@@ -575,6 +598,8 @@ def build_config(budget: str = "default", yaml_path: Path | None = None, cli: di
         if method != DEFAULT_METHOD and "synthesis.options" not in preset:
             # a preset without options means the method's own defaults, not the default method's (zaq's paper)
             preset = {**preset, "synthesis.options": {}}
+    if first.qat.profile == "paper":  # the method's published training protocol over the budget, under the user's layers
+        preset = with_protocol(preset, _registry().method_protocol(method))
     user = _user_options(layers)
     if user is not None:  # options given by the user extend the preset's instead of replacing them
         preset = {**preset, "synthesis.options": {**preset.get("synthesis.options", {}), **user}}

@@ -72,7 +72,7 @@ def test_targets_all_alias_everywhere(tmp_path):
     [
         (["qat.profile=papr"], r"qat.profile must be one of deploy, paper, got 'papr'; did you mean 'paper'\?"),
         (["qat.act_init=min"], r"qat.act_init must be one of mse, minmax, percentile, got 'min'; did you mean 'minmax'\?"),
-        (["qat.act_range=EMA"], r"qat.act_range must be one of learned, ema, got 'EMA'; did you mean 'ema'\?"),
+        (["qat.act_range=EMA"], r"qat.act_range must be one of auto, learned, ema, got 'EMA'; did you mean 'ema'\?"),
         (["export.tflite_io=uint8"], r"export.tflite_io must be one of int8, float, got 'uint8'; did you mean 'int8'\?"),
         (["synthesis.method=gdfg"], r"unknown synthesis method 'gdfg'; did you mean 'gdfq'\?"),
         (["check.num_runs=0"], "bad check timing"),

@@ -121,7 +121,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = quantization
     g.add_argument("--bits", help="w8a8, w4a4, w3a3, any wXaY")
     g.add_argument("--profile", choices=["deploy", "paper"],
-                   help="deploy (what an integer runtime executes) or paper (GDFQ protocol, no integer artifact)")
+                   help="deploy (what an integer runtime executes) or paper (the GDFQ-lineage quantizer, EMA ranges and the "
+                        "method's published optimisers; no integer artifact)")
     g.add_argument("--overflow-fix", choices=["auto", "on", "off"],
                    help="8-bit weights on ±63 so x86 int8 kernels without VNNI cannot saturate (auto: on for onnx/openvino)")
     g.add_argument("--layer-bits", action="append", metavar="PATTERN=BITS",

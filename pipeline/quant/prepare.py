@@ -71,10 +71,13 @@ class QuantProfile:
 
     @classmethod
     def named(cls, name: str, act_mode: str | None = None) -> "QuantProfile":
+        """The profile ``name``; ``act_mode`` (``qat.act_range``) None or ``auto`` keeps the profile's own ranges: learned
+        (LSQ+) for deploy, EMA of min/max for paper, as the GDFQ lineage does (docs/methods.md §1)."""
+        mode = None if act_mode in (None, "auto") else act_mode
         if name == "deploy":
-            return cls("deploy", True, True, "every-input", act_mode or "learned", True)
+            return cls("deploy", True, True, "every-input", mode or "learned", True)
         if name == "paper":
-            return cls("paper", False, False, "after-relu", act_mode or "ema", False)
+            return cls("paper", False, False, "after-relu", mode or "ema", False)
         raise ValueError(f"unknown quantization profile {name!r}; choose one of {', '.join(PROFILES)}")
 
 

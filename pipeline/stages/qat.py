@@ -90,6 +90,24 @@ def per_layer_summary(meta: dict) -> str:
     return "per-layer bits: " + "; ".join(parts) + (f"; float: {', '.join(floats)}" if floats else "")
 
 
+def act_range_modes(student: torch.nn.Module) -> str:
+    """How the trained student's activation ranges moved: ``learned``, ``ema`` (or both, comma-separated)."""
+    from pipeline.quant.prepare import quantizers
+    from pipeline.quant.quantizers import ActQuantizer
+
+    return ",".join(sorted({q.mode for q in quantizers(student) if isinstance(q, ActQuantizer)})) or "none"
+
+
+def optimizer_summary(s) -> dict:
+    """The Q optimiser the loop ran (QATSettings), for qat.json and the report: what trained the student."""
+    out = {"optimizer": s.optimizer, "lr": s.lr, "quant_lr": s.quant_lr, "weight_decay": s.weight_decay, "lr_schedule": s.lr_schedule}
+    if s.optimizer == "sgd":
+        out.update(momentum=s.momentum, nesterov=s.nesterov)
+    if s.lr_schedule == "multistep":
+        out.update(lr_milestones=list(s.lr_milestones), lr_gamma=s.lr_gamma)
+    return out
+
+
 def agreement(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.argmax(1) == b.argmax(1)).float().mean())
 
@@ -138,7 +156,8 @@ def run(ctx: RunContext) -> None:
 
     grid = sch.describe_weight_grid(m.wq.bits for m in quant_layers(student))  # the widths the layers got, not the patterns'
     write_json(ctx.layout.ensure(ctx.layout.qat_metrics), {
-        "scheme": sch.name, "profile": q.profile, "overflow_fix": q.overflow_fix,
+        "scheme": sch.name, "profile": q.profile, "act_ranges": act_range_modes(student), "optimizer": optimizer_summary(settings),
+        "overflow_fix": q.overflow_fix,
         "overflow_safe": sch.overflow_safe, "weight_grid": grid, "method": method_name, "steps": len(losses), "meta": student.zsq_meta, "seconds": round(time.time() - t0, 2),
         "holdout_agreement_after_init": start, "holdout_agreement_after_qat": end,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,

@@ -106,17 +106,21 @@ class _Entry:
     config_cls: type
     factory: Callable[[Any], Synthesizer]
     presets: dict[str, dict[str, Any]]  # per-method budgets: {"fast": {dotted config key: value}, "paper": {...}}
+    protocol: dict[str, Any]  # the paper profile's training settings of the method (its published optimisers), dotted keys
 
 
 _METHODS: dict[str, _Entry] = {}
 
 
-def register_method(name: str, config: type, presets: dict[str, dict[str, Any]] | None = None) -> Callable:
-    """Register a method: its options dataclass and its budget presets (``--budget fast`` / ``paper``), kept
-    beside its code; a preset maps dotted run-config keys to values, as ``--set`` takes them."""
+def register_method(name: str, config: type, presets: dict[str, dict[str, Any]] | None = None,
+                    protocol: dict[str, Any] | None = None) -> Callable:
+    """Register a method: its options dataclass, its budget presets (``--budget fast`` / ``paper``) and its published
+    training protocol (what ``--profile paper`` applies: the Q optimiser and schedule, the method's own optimiser
+    settings where they differ from its defaults), kept beside its code. A preset or protocol maps dotted run-config
+    keys to values, as ``--set`` takes them (``synthesis.options`` as a mapping merged into the options)."""
 
     def deco(cls: Callable[[Any], Synthesizer]) -> Callable[[Any], Synthesizer]:
-        _METHODS[name] = _Entry(config, cls, dict(presets or {}))
+        _METHODS[name] = _Entry(config, cls, dict(presets or {}), dict(protocol or {}))
         return cls
 
     return deco
@@ -141,6 +145,11 @@ def method_config_class(name: str) -> type:
 def method_presets(name: str) -> dict[str, dict[str, Any]]:
     """The method's budget presets by budget name (``fast``, ``paper``)."""
     return _entry(name).presets
+
+
+def method_protocol(name: str) -> dict[str, Any]:
+    """The method's published training protocol (dotted keys), which the paper profile layers over the budget."""
+    return _entry(name).protocol
 
 
 def preset_budgets() -> list[str]:

@@ -134,9 +134,32 @@ class Sampler:
         return torch.cat(out).float().cpu().numpy(), y.cpu().numpy().astype(np.int64)
 
 
-def generator_optimizer(g: Generator, lr: float = 1e-3) -> torch.optim.Optimizer:
-    """GDFQ/ZAQ: Adam lr 1e-3, betas (0.5, 0.999)."""
-    return torch.optim.Adam(g.parameters(), lr=lr, betas=(0.5, 0.999))
+def generator_optimizer(g: Generator, lr: float = 1e-3, betas: tuple[float, float] = (0.5, 0.999)) -> torch.optim.Optimizer:
+    """Adam at ``lr`` with ``betas``: GDFQ's code passes (0.5, 0.999), ZAQ's keeps Adam's own (0.9, 0.999); each
+    method's config holds its value (``gen_betas``)."""
+    return torch.optim.Adam(g.parameters(), lr=lr, betas=tuple(betas))
+
+
+def generator_step(g: Generator, lr: float, betas: tuple[float, float], milestones: tuple[int, ...], gamma: float,
+                   placement, start: int = 0) -> "OptimizerStep":
+    """The generator's optimiser step with its schedule: ``lr`` times ``gamma`` once per milestone passed, counted in
+    generator steps from the first warm-up step (GDFQ's MultiStepLR at epochs 100/200/300 is one schedule over
+    warm-up and QAT). ``start``: the generator steps already taken (the warm-up's, when QAT continues it)."""
+    from pipeline.train.engine import OptimizerStep, schedule_factor
+
+    opt = generator_optimizer(g, lr, betas)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: schedule_factor(start + i, "multistep", 0, tuple(milestones), gamma))
+    return OptimizerStep(opt, placement, sched)
+
+
+def check_adam_schedule(betas: tuple[float, float], milestones: tuple[int, ...], gamma: float, prefix: str = "gen_") -> None:
+    """A method config's Adam betas and multistep schedule: ValueError saying which is wrong (the config layer makes it one line)."""
+    if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
+        raise ValueError(f"{prefix}betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {list(betas)}")
+    if any(int(m) != m or m < 1 for m in milestones):
+        raise ValueError(f"{prefix}lr_milestones must be step counts >= 1, got {list(milestones)}")
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"{prefix}lr_gamma must be in (0, 1], got {gamma}")
 
 
 def training_state(g: nn.Module, step: "OptimizerStep") -> dict:

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -30,11 +32,17 @@ def focal_ce(logits: torch.Tensor, labels: torch.Tensor, gamma: float) -> torch.
 
 def angular_margin_logits(features: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
                           margin: float, scale: float) -> torch.Tensor:
-    """ArcFace logits: s·cos θ_j for j ≠ y and s·cos(θ_y + m) for the target, θ_j = ∠(f, W_j)."""
+    """ArcFace logits: s·cos θ_j for j ≠ y and s·cos(θ_y + m) for the target, θ_j = ∠(f, W_j).
+
+    ArcFace's large-angle fallback: where θ_y + m would pass π (cos θ_y ≤ cos(π − m)), cos(θ_y + m) stops falling
+    with θ_y and the margin would reward a worse angle; there the target logit is cos θ_y − m·sin(π − m) instead,
+    which keeps falling (the reference implementations' ``th``/``mm``)."""
     cos = F.linear(F.normalize(features, dim=1), F.normalize(weight, dim=1)).clamp(-1 + 1e-7, 1 - 1e-7)
     theta = torch.acos(cos)
     target = F.one_hot(labels, weight.shape[0]).bool()
-    return scale * torch.where(target, torch.cos(theta + margin), cos)
+    th, mm = math.cos(math.pi - margin), math.sin(math.pi - margin) * margin
+    phi = torch.where(cos > th, torch.cos(theta + margin), cos - mm)
+    return scale * torch.where(target, phi, cos)
 
 
 @fp32_op

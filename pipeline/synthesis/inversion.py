@@ -30,13 +30,14 @@ from pipeline.synthesis import augment as aug
 from pipeline.synthesis.base import RealData, Strategy, register_method
 from pipeline.synthesis.bn_stats import BNStatHook, BNTargets, bn_statistics_loss, require_batchnorm
 from pipeline.synthesis.dataset import SyntheticSet
-from pipeline.synthesis.presets import FAST_COMMON, INV_FAST
+from pipeline.synthesis.presets import EPOCH, FAST_COMMON, INV_FAST, sgd_protocol
 from pipeline.synthesis.priors import l2_norm, total_variation
 from pipeline.train import distributed
 from pipeline.train.checkpoint import rank_state, set_rank_state
 from runtimes import faults
 
 LABEL_LOSSES = ("ce", "focal", "none")
+INVERSION_SCHEDULES = ("cosine", "plateau")
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ class InversionConfig:
     flip: bool = True
     rrc_p: float = 0.0  # IntraQ/HAST use 0.5 on ImageNet
     init_std: float = 1.0  # in units of the card's pixel std
+    # The image optimiser: Adam with these betas (DeepInversion's (0.5, 0.9); ZeroQ, IntraQ and HAST keep Adam's
+    # (0.9, 0.999)), lr decayed by cosine to 1 % (the pipeline's: it converges within a short budget) or
+    # ReduceLROnPlateau on the batch's loss (the papers': ×0.1 after ``plateau_patience`` steps without a new best, to
+    # ``plateau_min_lr`` × lr; reads the loss every step)
+    betas: tuple[float, float] = (0.5, 0.9)
+    lr_schedule: str = "cosine"
+    plateau_patience: int = 100
+    plateau_min_lr: float = 2e-4  # of lr: ZeroQ's min_lr 1e-4 at lr 0.5
 
     def __post_init__(self) -> None:
         from pipeline.synthesis.bn_stats import STAT_KINDS
@@ -66,15 +75,26 @@ class InversionConfig:
             raise ValueError(f"label_loss must be one of {', '.join(LABEL_LOSSES)}")
         if self.batch_size < 2 or self.iterations < 1:
             raise ValueError("batch_size must be >= 2 and iterations >= 1")
+        if self.lr_schedule not in INVERSION_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(INVERSION_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.plateau_patience < 0 or not 0 < self.plateau_min_lr <= 1:
+            raise ValueError("plateau_patience >= 0 and plateau_min_lr in (0, 1] (a fraction of lr) are required")
+        from pipeline.synthesis.generator import check_adam_schedule
+
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        check_adam_schedule(self.betas, (), 0.1, prefix="")
 
 
 # Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3). paper: the IntraQ budget, 5,120 images of
-# batch 256 at 1,000 iterations each, then 151 epochs × 200 Q steps of batch 64, EMA ranges frozen after 4 epochs.
+# batch 256 at 1,000 iterations each, then 151 epochs × 200 Q steps of batch 64.
 PRESETS: dict[str, dict[str, Any]] = {
     "fast": {**FAST_COMMON, "synthesis.options": dict(INV_FAST)},
     "paper": {"synthesis.num_images": 5120, "synthesis.options": {"batch_size": 256, "iterations": 1000},
-              "qat.steps": 30200, "qat.batch_size": 64, "qat.ema_freeze_step": 800},
+              "qat.steps": 30200, "qat.batch_size": 64},
 }
+# The paper profile's training protocol: IntraQ's, whose budget the paper preset borrows (no generator, so Q trains
+# from epoch 0 while the EMA ranges move for 4 epochs): SGD-Nesterov lr 1e-4, wd 1e-4, ×0.1 at epochs 20/40/60.
+PROTOCOL: dict[str, Any] = {**sgd_protocol(1e-4, milestones_epochs=(20, 40, 60)), "qat.ema_freeze_step": 4 * EPOCH}
 
 
 def label_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str, gamma: float) -> torch.Tensor:
@@ -85,6 +105,14 @@ def label_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str, gamma: flo
         p = torch.exp(-ce)  # probability of the target class
         return ((1 - p).pow(gamma) * ce).mean()
     return ce.mean()
+
+
+def image_schedule(opt: torch.optim.Optimizer, cfg: InversionConfig):
+    """The image optimiser's schedule over one batch's ``cfg.iterations`` steps (see ``InversionConfig.lr_schedule``)."""
+    if cfg.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=cfg.plateau_patience,
+                                                          min_lr=cfg.lr * cfg.plateau_min_lr)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iterations, eta_min=cfg.lr * 0.01)
 
 
 def balanced_labels(n: int, num_classes: int, gen: torch.Generator) -> torch.Tensor:
@@ -166,8 +194,8 @@ class BNInversion(Strategy):
                 x = (mean + cfg.init_std * std * torch.randn((y.shape[0], *card.input_shape), generator=gen, device=device)).clamp(lo, hi)
                 x = place.images(x).requires_grad_(True)
                 bar.set_postfix_str(f"batch {b + 1}/{n_batches}")
-                opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.9))
-                sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.iterations, eta_min=cfg.lr * 0.01)
+                opt = torch.optim.Adam([x], lr=cfg.lr, betas=cfg.betas)
+                sched = image_schedule(opt, cfg)
                 for it in range(cfg.iterations):
                     with step_scope():
                         with place.autocast():
@@ -179,7 +207,7 @@ class BNInversion(Strategy):
                         opt.zero_grad(set_to_none=True)
                         loss.backward()
                         opt.step()
-                        sched.step()
+                        sched.step(loss.item()) if cfg.lr_schedule == "plateau" else sched.step()
                         with torch.no_grad():
                             x.clamp_(lo, hi)
                     bar.update(1)
@@ -195,4 +223,4 @@ class BNInversion(Strategy):
         return SyntheticSet(out.cpu().numpy(), labels.cpu().numpy().astype(np.int64), seed, self.name, meta)
 
 
-register_method("bn-inversion", InversionConfig, presets=PRESETS)(BNInversion)
+register_method("bn-inversion", InversionConfig, presets=PRESETS, protocol=PROTOCOL)(BNInversion)

@@ -5,8 +5,8 @@ Every method trains the quantized model through :func:`train`; what differs betw
 around the Q step (GDFQ's generator step before it, ZAQ's adversarial step after every k of them).
 Device placement, mixed precision and data parallelism are therefore written once, here:
 
-* Adam over two groups (weights/biases at ``lr``, learned ranges and scales at ``quant_lr``), cosine
-  decay over ``steps``; EMA ranges freeze at ``ema_freeze_step``;
+* Adam (or the papers' SGD) over two groups (weights/biases at ``lr``, learned ranges and scales at
+  ``quant_lr``), cosine decay over ``steps`` (or steps at milestones); EMA ranges freeze at ``ema_freeze_step``;
 * the forward passes run under ``placement.autocast()``; fp16 gets a GradScaler (bf16 needs none);
 * with several ranks, gradients are averaged before each optimiser step and EMA ranges after it
   (:mod:`pipeline.train.distributed`), so every rank keeps the same student;
@@ -86,8 +86,9 @@ class OptimizerStep:
     ``zero_grad → backward → average across ranks → step``, with its own GradScaler under fp16.
     """
 
-    def __init__(self, opt: torch.optim.Optimizer, placement: Placement = CPU) -> None:
-        self.opt = opt
+    def __init__(self, opt: torch.optim.Optimizer, placement: Placement = CPU,
+                 sched: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+        self.opt, self.sched = opt, sched
         self.params = [p for g in opt.param_groups for p in g["params"]]
         self.scaler = torch.amp.GradScaler(placement.device.type) if placement.precision == "fp16" else None
 
@@ -100,12 +101,17 @@ class OptimizerStep:
             self.scaler.update()
         else:
             self.opt.step()
+        if self.sched is not None:
+            self.sched.step()
 
     def state_dict(self) -> State:
-        return {"optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict() if self.scaler is not None else {}}
+        return {"optimizer": self.opt.state_dict(), "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "scheduler": self.sched.state_dict() if self.sched is not None else {}}
 
     def load_state_dict(self, state: State) -> None:
         self.opt.load_state_dict(state["optimizer"])
+        if self.sched is not None and state.get("scheduler"):
+            self.sched.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
 
@@ -126,10 +132,31 @@ def param_groups(model: nn.Module, s: QATSettings) -> list[dict]:
     return [{"params": weights, "lr": s.lr, "weight_decay": s.weight_decay}, {"params": quant_params, "lr": s.quant_lr, "weight_decay": 0.0}]
 
 
+def schedule_factor(step: int, schedule: str, total: int, milestones: tuple[int, ...] = (), gamma: float = 0.1) -> float:
+    """The learning-rate multiplier at ``step``: cosine from 1 to 0 over ``total`` steps, ``gamma`` once per milestone
+    passed (``multistep``, torch's MultiStepLR counted in steps), or 1 (``constant``)."""
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / max(1, total)))
+    if schedule == "multistep":
+        return gamma ** sum(1 for m in milestones if step >= m)
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose one of cosine, multistep, constant")
+
+
 def make_optimizer(student: nn.Module, settings: QATSettings) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam, weights and ranges apart, cosine decay over ``settings.steps``: the Q optimiser of every method."""
-    opt = torch.optim.Adam(param_groups(student, settings))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(1, settings.steps))))
+    """The Q optimiser of every method, weights and ranges apart: Adam (the pipeline's) or SGD (the papers', with
+    momentum and Nesterov as they set them), under ``settings.lr_schedule`` over ``settings.steps``."""
+    s = settings
+    groups = param_groups(student, s)
+    if s.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov and s.momentum > 0)
+    elif s.optimizer == "adam":
+        opt = torch.optim.Adam(groups)
+    else:
+        raise ValueError(f"unknown optimizer {s.optimizer!r}; choose adam or sgd")
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: schedule_factor(i, s.lr_schedule, s.steps, s.lr_milestones, s.lr_gamma))
     return opt, sched
 
 

@@ -32,6 +32,7 @@ from pipeline.synthesis.generator import GeneratorSpec, Sampler, TeacherProbe
 from pipeline.synthesis.hardness import angular_margin_ce
 from pipeline.synthesis.methods.gdfq import GDFQ, GDFQConfig
 from pipeline.synthesis.methods.gdfq import PRESETS as GDFQ_PRESETS
+from pipeline.synthesis.methods.gdfq import PROTOCOL as GDFQ_PROTOCOL
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,9 @@ class LRQConfig(GDFQConfig):
             raise ValueError("lka_dilation >= 1, scale > 0 and dkd_temperature > 0 are required")
 
 
-# Budget presets: GDFQ's (same schedule, docs/methods.md §3).
+# Budget presets and training protocol: GDFQ's (same schedule, docs/methods.md §3; LRQ publishes no optimiser).
 PRESETS: dict[str, dict[str, Any]] = {budget: dict(preset) for budget, preset in GDFQ_PRESETS.items()}
+PROTOCOL: dict[str, Any] = dict(GDFQ_PROTOCOL)
 
 
 class LRQ(GDFQ):
@@ -69,11 +71,11 @@ class LRQ(GDFQ):
     def probe(self, teacher: torch.nn.Module) -> TeacherProbe:
         return TeacherProbe(teacher, self.name, penultimate=True)
 
-    def generator_loss(self, probe: TeacherProbe, sampler: Sampler, step: int) -> torch.Tensor:
+    def generator_loss(self, probe: TeacherProbe, sampler: Sampler, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x, y = sampler(self.cfg.gen_batch_size)
         probe(x)
         ama = angular_margin_ce(probe.features, probe.fc.weight, y, self.cfg.margin, self.cfg.scale)
-        return ama + self.cfg.bns_weight * probe.bns_loss()
+        return ama + self.cfg.bns_weight * probe.bns_loss(), x, y
 
     def student_loss(self, s_logits: torch.Tensor, t_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         c = self.cfg
@@ -81,4 +83,4 @@ class LRQ(GDFQ):
         return loss + c.ce_weight * F.cross_entropy(s_logits, y) if c.ce_weight else loss
 
 
-register_method("lrq", LRQConfig, presets=PRESETS)(LRQ)
+register_method("lrq", LRQConfig, presets=PRESETS, protocol=PROTOCOL)(LRQ)

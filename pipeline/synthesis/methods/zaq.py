@@ -7,9 +7,13 @@ each stage (the last block at each resolution). ``qat.steps`` counts Q steps.
 
 ZAQ has no warm-up: the pool (used to initialise the ranges) is samples of the
 freshly initialised generator, which is what ZAQ's running min/max ranges see
-first. Deviations: the pipeline's Adam/cosine optimiser for Q (ZAQ: SGD lr
-0.1, m 0.9, wd 5e-4); Q's BN stays frozen (ZAQ's code trains Q in ``train()``
-mode, so its BN statistics adapt; in ``deploy`` BN is folded anyway).
+first. The generator's optimiser is ZAQ's: Adam lr 1e-3 with Adam's own betas
+(0.9, 0.999), ×0.1 at epochs 100 and 200 (60 generator steps an epoch).
+
+Deviations: the pipeline's Adam/cosine optimiser for Q in the deploy profile (ZAQ: SGD lr 0.1, m 0.9,
+wd 5e-4, ×0.1 at epochs 100/200: :data:`PROTOCOL`, which the paper profile applies); Q's BN stays
+frozen (ZAQ's code trains Q in ``train()`` mode, so its BN statistics adapt; in ``deploy`` BN is folded
+anyway).
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from pipeline.train import engine
 from pipeline.train.distributed import rank_seed, shard
 from pipeline.synthesis.base import QATJob, RealData, Strategy, register_method
 from pipeline.synthesis.dataset import SyntheticSet
-from pipeline.synthesis.generator import (Generator, GeneratorSpec, Sampler, arrays_to_state, generator_optimizer,
-                                          load_training_state, state_to_arrays, training_state)
-from pipeline.synthesis.presets import FAST_COMMON
+from pipeline.synthesis.generator import (Generator, GeneratorSpec, Sampler, arrays_to_state, check_adam_schedule,
+                                          generator_step, load_training_state, state_to_arrays, training_state)
+from pipeline.synthesis.presets import FAST_COMMON, sgd_protocol
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,9 @@ class ZAQConfig:
     latent_dim: int = 256
     gen_width: int = 128
     gen_lr: float = 1e-3
+    gen_betas: tuple[float, float] = (0.9, 0.999)  # ZAQ's code leaves Adam's defaults
+    gen_lr_milestones: tuple[int, ...] = (6000, 12000)  # generator steps: epochs 100/200 of 60 iterations
+    gen_lr_gamma: float = 0.1
     q_steps_per_gen_step: int = 5
     alpha: float = 1.0
     beta: float = 0.1
@@ -45,6 +52,9 @@ class ZAQConfig:
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or self.gen_width < 2 or self.q_steps_per_gen_step < 1:
             raise ValueError("latent_dim >= 1, gen_width >= 2 and q_steps_per_gen_step >= 1 are required")
+        object.__setattr__(self, "gen_betas", tuple(float(b) for b in self.gen_betas))
+        object.__setattr__(self, "gen_lr_milestones", tuple(sorted(self.gen_lr_milestones)))
+        check_adam_schedule(self.gen_betas, self.gen_lr_milestones, self.gen_lr_gamma)
 
 
 # Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3). Adversarial from the first step, so no
@@ -53,6 +63,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {**FAST_COMMON, "synthesis.options": {"gen_width": 64}},
     "paper": {"qat.steps": 90000, "qat.batch_size": 256},
 }
+# ZAQ's training protocol (the paper profile; main.py): Q by SGD lr 0.1, momentum 0.9 (no Nesterov), wd 5e-4, ×0.1 at
+# epochs 100/200 (300 Q steps an epoch: Q steps 30,000/60,000). Its generator's optimiser is ZAQConfig's defaults.
+PROTOCOL: dict[str, Any] = sgd_protocol(0.1, milestones_epochs=(100, 200), weight_decay=5e-4, nesterov=False, steps_per_epoch=300)
 
 
 def discrepancy(pair: FeaturePair, x: torch.Tensor, alpha: float, gamma: float,
@@ -104,7 +117,8 @@ class Adversarial(engine.Recipe):
         g.train()
         self.sampler = Sampler(g, job.card, rank_seed(job.seed + 7, place.rank))
         self.pair = FeaturePair(job.teacher, job.student, "stages", torch.from_numpy(job.pool.images[:2]).to(place.device))
-        self.step_g = engine.OptimizerStep(generator_optimizer(g, self.c.gen_lr), place)
+        c = self.c
+        self.step_g = generator_step(g, c.gen_lr, c.gen_betas, c.gen_lr_milestones, c.gen_lr_gamma, place)
         self.place = place
         self.images_per_step = shard(job.settings.batch_size, place.rank, place.world_size)
 
@@ -135,4 +149,4 @@ class Adversarial(engine.Recipe):
         return {"sampler": self.sampler.rng}
 
 
-register_method("zaq", ZAQConfig, presets=PRESETS)(ZAQ)
+register_method("zaq", ZAQConfig, presets=PRESETS, protocol=PROTOCOL)(ZAQ)

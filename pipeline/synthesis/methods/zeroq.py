@@ -1,14 +1,17 @@
 """ZeroQ (CVPR 2020): direct BN-statistics inversion, then range calibration only, no training (the floor, docs/methods.md §2.2).
 
 Per-sample statistics (channel mean/std over H·W of every BN input vs the
-running mean/std) plus the same on the normalised input image vs (0, 1); no
-labels, no priors, no augmentation; init N(0, 1) in normalised space, Adam lr
-0.5 (normalised units: the step in pixels is lr × the card's std).
+running mean/std) plus the same on the normalised input image vs (0, 1), the
+input being one more term of the same sum over layers (ZeroQ sums; the shared
+BN loss averages over the L layers, so the input term is divided by L too); no
+labels, no priors, no augmentation; Adam lr 0.5 (normalised units: the step in
+pixels is lr × the card's std) with Adam's own betas.
 
-Deviations: cosine LR instead of ReduceLROnPlateau(patience 100); the images
-are clipped to the card's pixel range after each step (the deployed input
-contract); ranges are initialised by the pipeline's calibration (MSE clipping
-in ``deploy``, min/max EMA in ``paper``) rather than ZeroQ's raw min/max.
+Deviations: cosine LR instead of ReduceLROnPlateau(patience 100) (the paper profile's
+:data:`PROTOCOL` applies the latter); init N(0, 1) in normalised space (ZeroQ's code: uniform noise
+of ±0.02); the images are clipped to the card's pixel range after each step (the deployed input
+contract); ranges are initialised by the pipeline's calibration (MSE clipping in ``deploy``, min/max
+EMA in ``paper``) rather than ZeroQ's raw min/max.
 """
 
 from __future__ import annotations
@@ -29,11 +32,15 @@ class ZeroQConfig:
     batch_size: int = 32
     iterations: int = 500
     lr: float = 0.5  # in normalised-input units
-    input_stats_weight: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.999)  # ZeroQ's distill_data.py: Adam's own
+    lr_schedule: str = "cosine"  # ZeroQ: plateau (patience 100, min_lr 1e-4), the paper profile's
+    plateau_patience: int = 100
+    input_stats_weight: float = 1.0  # relative to one BN layer's term, as in ZeroQ's sum
 
     def __post_init__(self) -> None:
         if self.batch_size < 2 or self.iterations < 1 or self.lr <= 0:
             raise ValueError("batch_size >= 2, iterations >= 1 and lr > 0 are required")
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
 
 
 # Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3): calibration only, no Q steps;
@@ -43,6 +50,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"synthesis.num_images": 32, "synthesis.options": {"batch_size": 32, "iterations": 500}, "qat.steps": 0,
               "qat.calib_images": 32},
 }
+# ZeroQ's protocol (the paper profile): no training; the image optimiser's ReduceLROnPlateau(patience 100, min_lr 1e-4).
+PROTOCOL: dict[str, Any] = {"synthesis.options": {"lr_schedule": "plateau"}}
 
 
 class ZeroQ(BNInversion):
@@ -56,7 +65,8 @@ class ZeroQ(BNInversion):
         std = sum(card.std) / len(card.std) if card is not None else 1.0
         c = self.zcfg
         return InversionConfig(batch_size=c.batch_size, iterations=c.iterations, lr=c.lr * std, stat_loss="per-sample",
-                               label_loss="none", tv_weight=0.0, l2_weight=0.0, jitter=0, flip=False)
+                               label_loss="none", tv_weight=0.0, l2_weight=0.0, jitter=0, flip=False, betas=c.betas,
+                               lr_schedule=c.lr_schedule, plateau_patience=c.plateau_patience)
 
     def extra_loss(self, x: torch.Tensor, card: ModelCard) -> torch.Tensor:
         if not self.zcfg.input_stats_weight:
@@ -65,10 +75,14 @@ class ZeroQ(BNInversion):
         std = torch.tensor(card.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
         xn = (x - mean) / std
         mu, sd = xn.mean((2, 3)), xn.std((2, 3), unbiased=False)
-        return self.zcfg.input_stats_weight * (mu.pow(2).sum(1).mean() + (sd - 1).pow(2).sum(1).mean())
+        term = mu.pow(2).sum(1).mean() + (sd - 1).pow(2).sum(1).mean()
+        return self.zcfg.input_stats_weight * term / self._num_bn  # one more layer of ZeroQ's sum, on the average's scale
 
-    def synthesize(self, *args, **kwargs):
-        out = super().synthesize(*args, **kwargs)
+    def synthesize(self, teacher, *args, **kwargs):
+        from pipeline.synthesis.bn_stats import require_batchnorm
+
+        self._num_bn = len(require_batchnorm(teacher, self.name))
+        out = super().synthesize(teacher, *args, **kwargs)
         out.meta["config"] = asdict(self.zcfg)
         return out
 
@@ -78,4 +92,4 @@ class ZeroQ(BNInversion):
         return []
 
 
-register_method("zeroq", ZeroQConfig, presets=PRESETS)(ZeroQ)
+register_method("zeroq", ZeroQConfig, presets=PRESETS, protocol=PROTOCOL)(ZeroQ)
