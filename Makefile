@@ -11,7 +11,7 @@ demo: setup
 
 test:
 	@scripts/setup.sh test
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q --durations=15
 
 # The device image, built here without an image registry (scripts/docker_image.sh; ARCH=arm64 for arm64)
 docker-image:
