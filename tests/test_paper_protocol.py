@@ -84,8 +84,9 @@ def test_method_defaults_that_follow_the_papers_everywhere():
     """Settings with no reason to differ are the references' in every profile, not only the paper one."""
     assert create_method("zaq", {}).cfg.gen_betas == (0.9, 0.999)  # ZAQ's code leaves Adam's defaults
     assert create_method("gdfq", {}).cfg.gen_betas == (0.5, 0.999)
-    assert create_method("hast", {}).cfg.betas == (0.9, 0.999) and create_method("zeroq", {}).cfg.betas == (0.9, 0.999)
-    assert create_method("bn-inversion", {}).cfg.betas == (0.5, 0.9)  # DeepInversion's, the default method's lineage
+    # the image optimiser is the pipeline's for every inversion method (DeepInversion's betas): HAST's Adam defaults cost
+    # 10 pt at W4A4 within the fast budget's 200 iterations (benchmarks/RESULTS.md); the paper profile applies them
+    assert {create_method(m, {}).cfg.betas for m in ("hast", "zeroq", "bn-inversion")} == {(0.5, 0.9)}
 
 
 def test_user_keys_win_over_the_protocol_and_bad_ones_fail_in_one_line():
