@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -152,12 +152,24 @@ def generator_step(g: Generator, lr: float, betas: tuple[float, float], mileston
     return OptimizerStep(opt, placement, sched)
 
 
-def check_adam_schedule(betas: tuple[float, float], milestones: tuple[int, ...], gamma: float, prefix: str = "gen_") -> None:
-    """A method config's Adam betas and multistep schedule: ValueError saying which is wrong (the config layer makes it one line)."""
-    if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
+def check_adam_schedule(cfg: Any, prefix: str = "gen_") -> None:
+    """Normalise and check a frozen method config's ``{prefix}betas`` and multistep schedule, in place.
+
+    YAML gives lists; the configs hold tuples (hashable, and a preset compares equal to a parsed YAML value), the
+    milestones sorted. A wrong value is a ValueError that names the key (the config layer makes it one line). A config
+    without ``{prefix}lr_milestones`` (the inversion's cosine/plateau schedules) has only its betas checked.
+    """
+    betas = tuple(float(b) for b in getattr(cfg, f"{prefix}betas"))
+    if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
         raise ValueError(f"{prefix}betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {list(betas)}")
+    object.__setattr__(cfg, f"{prefix}betas", betas)
+    if not hasattr(cfg, f"{prefix}lr_milestones"):
+        return
+    milestones = tuple(sorted(getattr(cfg, f"{prefix}lr_milestones")))
     if any(int(m) != m or m < 1 for m in milestones):
         raise ValueError(f"{prefix}lr_milestones must be step counts >= 1, got {list(milestones)}")
+    object.__setattr__(cfg, f"{prefix}lr_milestones", milestones)
+    gamma = getattr(cfg, f"{prefix}lr_gamma")
     if not 0.0 < gamma <= 1.0:
         raise ValueError(f"{prefix}lr_gamma must be in (0, 1], got {gamma}")
 

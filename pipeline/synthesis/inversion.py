@@ -81,8 +81,7 @@ class InversionConfig:
             raise ValueError("plateau_patience >= 0 and plateau_min_lr in (0, 1] (a fraction of lr) are required")
         from pipeline.synthesis.generator import check_adam_schedule
 
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        check_adam_schedule(self.betas, (), 0.1, prefix="")
+        check_adam_schedule(self, prefix="")
 
 
 # Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3). paper: the IntraQ budget, 5,120 images of

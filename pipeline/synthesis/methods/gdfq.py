@@ -61,9 +61,7 @@ class GDFQConfig:
             raise ValueError("latent_dim, gen_width >= 2, gen_batch_size >= 2 and warmup_steps >= 0 are required")
         if self.temperature <= 0 or self.bn_eps <= 0:
             raise ValueError("temperature and bn_eps must be > 0")
-        object.__setattr__(self, "gen_betas", tuple(float(b) for b in self.gen_betas))
-        object.__setattr__(self, "gen_lr_milestones", tuple(sorted(self.gen_lr_milestones)))
-        check_adam_schedule(self.gen_betas, self.gen_lr_milestones, self.gen_lr_gamma)
+        check_adam_schedule(self)
 
 
 # Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3). paper: a 4-epoch generator warm-up of

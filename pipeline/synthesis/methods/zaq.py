@@ -52,9 +52,7 @@ class ZAQConfig:
     def __post_init__(self) -> None:
         if self.latent_dim < 1 or self.gen_width < 2 or self.q_steps_per_gen_step < 1:
             raise ValueError("latent_dim >= 1, gen_width >= 2 and q_steps_per_gen_step >= 1 are required")
-        object.__setattr__(self, "gen_betas", tuple(float(b) for b in self.gen_betas))
-        object.__setattr__(self, "gen_lr_milestones", tuple(sorted(self.gen_lr_milestones)))
-        check_adam_schedule(self.gen_betas, self.gen_lr_milestones, self.gen_lr_gamma)
+        check_adam_schedule(self)
 
 
 # Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3). Adversarial from the first step, so no
