@@ -1,7 +1,7 @@
 """Benchmark: which issue-18 change moved HAST at W4A4 (seed 0, ``fast`` budget, first 2,000 real test images).
 
 Not a test. One HAST pool per image-optimiser setting, then the QAT variants on it, so the pool and the QAT changes are
-told apart (n=1 each; the 3-seed rows are benchmarks.methods' tagged HAST rows):
+told apart (n=1 each: a diagnostic, not a ranking; the multi-seed figures are benchmarks.methods'):
 
     python -m benchmarks.hast_pool [w4a4]
 """

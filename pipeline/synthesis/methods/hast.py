@@ -21,8 +21,8 @@ Deviations: in the deploy profile, the pipeline's Adam/cosine optimiser instead 
 image optimiser for the inversion, Adam betas (0.5, 0.9) with cosine decay, instead of HAST's Adam
 defaults (0.9, 0.999) with ReduceLROnPlateau(patience 50): within the ``fast`` budget's 200 iterations
 HAST's betas left a pool on which four QAT variants reached 80.8–91.0 % at W4A4 (seed 0), against 90.8
-and 91.1 % on the pipeline's (benchmarks/RESULTS.md has the 3-seed rows). The paper profile applies
-HAST's (:data:`PROTOCOL`).
+and 91.1 % on the pipeline's (``benchmarks/hast_pool.py``; its table is in benchmarks/RESULTS.md). The paper
+profile applies HAST's (:data:`PROTOCOL`).
 """
 
 from __future__ import annotations
