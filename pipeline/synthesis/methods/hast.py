@@ -41,7 +41,7 @@ from pipeline.train.distributed import rank_seed, shard
 from pipeline.synthesis import augment as aug
 from pipeline.synthesis.base import QATJob, RealData, Strategy, register_method
 from pipeline.synthesis.dataset import SyntheticSet
-from pipeline.synthesis.generator import Sampler, state_to_arrays
+from pipeline.synthesis.generator import Sampler, check_adam_schedule, state_to_arrays
 from pipeline.synthesis.inversion import BNInversion, InversionConfig
 from pipeline.synthesis.methods.gdfq import GDFQ, GDFQConfig
 from pipeline.synthesis.presets import FAST_COMMON, FAST_SYNTH_STEPS, INV_FAST, sgd_protocol
@@ -79,7 +79,7 @@ class HASTConfig:
             raise ValueError("batch_size >= 2, iterations >= 1, gen_batch_size >= 2, gen_warmup_steps >= 0")
         if self.temperature <= 0 or self.fgsm_eps < 0 or self.fa_weight < 0:
             raise ValueError("temperature > 0, fgsm_eps >= 0 and fa_weight >= 0 are required")
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        check_adam_schedule(self, prefix="")
 
 
 # Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3). fast: the inversion budget, and the range

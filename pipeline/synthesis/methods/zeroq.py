@@ -24,6 +24,7 @@ import torch
 
 from pipeline.models.card import ModelCard
 from pipeline.synthesis.base import QATJob, register_method
+from pipeline.synthesis.generator import check_adam_schedule
 from pipeline.synthesis.inversion import BNInversion, InversionConfig
 from pipeline.synthesis.presets import FAST_COMMON, INV_FAST
 
@@ -43,7 +44,7 @@ class ZeroQConfig:
     def __post_init__(self) -> None:
         if self.batch_size < 2 or self.iterations < 1 or self.lr <= 0:
             raise ValueError("batch_size >= 2, iterations >= 1 and lr > 0 are required")
-        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        check_adam_schedule(self, prefix="")
 
 
 # Budget presets (pipeline/synthesis/presets.py; docs/methods.md §3): calibration only, no Q steps;
